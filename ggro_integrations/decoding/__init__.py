@@ -1,0 +1,17 @@
+"""The framework-free GGRO decoder (imports torch and transformers only)."""
+
+from .decoder import STRATEGIES, GGRODecoder
+from .result import GenerationStream, GGROResult, GGROStats
+from .rules import BaseRule, token_entropy
+from .stopping import StopSequences
+
+__all__ = [
+    "STRATEGIES",
+    "BaseRule",
+    "GGRODecoder",
+    "GGROResult",
+    "GGROStats",
+    "GenerationStream",
+    "StopSequences",
+    "token_entropy",
+]

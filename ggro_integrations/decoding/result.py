@@ -1,0 +1,99 @@
+"""What a generation returns: the text, its reward, every intervention and the work done."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Generator, Iterator, Union
+
+from ..events import InterventionEvent, TextDelta
+
+
+@dataclass
+class GGROStats:
+    """Counts of the work one generation did (all strategies report the same fields)."""
+
+    prompt_tokens: int = 0
+    """Tokens in the formatted prompt."""
+    new_tokens: int = 0
+    """Tokens in the returned response."""
+    policy_forward_passes: int = 0
+    """Forward calls on the policy (a batched call counts once)."""
+    policy_tokens_processed: int = 0
+    """Policy input positions computed, prompt prefill included (batch rows count separately)."""
+    reward_calls: int = 0
+    """Forward calls on the reward model."""
+    reward_sequences_scored: int = 0
+    """Responses whose reward was computed."""
+    reward_tokens_processed: int = 0
+    """Reward-model input positions computed (cached prefixes are not counted again)."""
+    reward_backward_passes: int = 0
+    """Gradient computations on the reward model."""
+    triggers: int = 0
+    """Positions where entropy reached the threshold."""
+    interventions_accepted: int = 0
+    """Triggers where a nudged segment replaced the unmodified one."""
+    seconds: float = 0.0
+    """Wall time of the whole generation."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class GGROResult:
+    """The outcome of ``GGRODecoder.generate``."""
+
+    text: str
+    """The response (prompt not included; stop sequence not included)."""
+    token_ids: list[int]
+    """Policy token ids of the response (EOS not included)."""
+    reward: float | None
+    """Reward of the full response under the decoder's reward model (None if none was set)."""
+    interventions: list[InterventionEvent]
+    """One event per trigger, in order."""
+    stats: GGROStats
+    """Work counters and timing."""
+    finish_reason: str
+    """``"eos"``, ``"stop"`` or ``"length"``."""
+    strategy: str = "ggro"
+    """``"ggro"``, ``"greedy"`` or ``"best_of_n"``."""
+    reward_components: dict[str, float] = field(default_factory=dict)
+    """Per-component rewards of the response (composite reward models)."""
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    """Best-of-N only: every sample's text and reward."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The effective configuration of this call."""
+    reward_model: str = ""
+    """Name of the reward model used."""
+
+    @property
+    def accepted_interventions(self) -> list[InterventionEvent]:
+        return [e for e in self.interventions if e.accepted]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["interventions"] = [e.to_dict() for e in self.interventions]
+        return data
+
+
+StreamItem = Union[TextDelta, InterventionEvent]
+
+
+class GenerationStream:
+    """Iterates over committed ``TextDelta`` pieces and ``InterventionEvent`` s in order.
+
+    An event always comes before the text it changed. After the loop,
+    ``result`` holds the full ``GGROResult``.
+    """
+
+    def __init__(self, steps: Generator[StreamItem, None, GGROResult]) -> None:
+        self._steps = steps
+        self.result: GGROResult | None = None
+
+    def __iter__(self) -> Iterator[StreamItem]:
+        self.result = yield from self._steps
+
+    def close(self) -> None:
+        """Stop generating early (frees the generator)."""
+        self._steps.close()

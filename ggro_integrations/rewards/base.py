@@ -1,0 +1,146 @@
+"""The reward-model interface the decoder talks to.
+
+A ``RewardModel`` is stateless and shareable. For each generation the decoder
+opens a ``RewardSession`` bound to one prompt and the policy's tokenizer; the
+session may cache whatever it likes about the prompt and the response so far
+(for example the reward model's KV cache of the conversation prefix).
+
+Everything the decoder asks a session is phrased in *policy* token ids:
+
+- ``score(prefix, continuations)``: rewards of ``prompt ⊕ prefix ⊕ c`` for each
+  continuation ``c`` (one batch, no gradient).
+- ``gradient_gains(prefix, continuation, candidates)``: first-order predicted
+  reward change of replacing ``continuation[0]`` by each candidate, from one
+  backward pass: ``(E[v] - E[c]) · ∂r/∂e``.
+- ``exact_gains(...)``: the same quantity measured by scoring every swap.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from ..conversation import Conversation, Prompt, as_conversation
+from ..errors import RewardModelError
+
+TokenIds = Sequence[int]
+
+
+@dataclass
+class RewardScores:
+    """Rewards of a batch of responses."""
+
+    values: torch.Tensor
+    """Shape ``[batch]``, float32, on CPU."""
+    components: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Per-component rewards of composites (each ``[batch]``); empty otherwise."""
+
+    def row(self, i: int) -> tuple[float, dict[str, float]]:
+        """Reward and component rewards of row ``i`` as Python floats."""
+        return float(self.values[i]), {k: float(v[i]) for k, v in self.components.items()}
+
+
+@dataclass
+class RewardUsage:
+    """Work a session did; the decoder reports it in ``GGROResult.stats``."""
+
+    forward_calls: int = 0
+    """Batched forward passes (each scoring one or more sequences)."""
+    sequences_scored: int = 0
+    """Sequences whose reward was computed."""
+    tokens_processed: int = 0
+    """Reward-model input positions actually computed (cached positions are not counted again)."""
+    backward_passes: int = 0
+    """Gradient computations."""
+
+    def add(self, other: RewardUsage) -> None:
+        self.forward_calls += other.forward_calls
+        self.sequences_scored += other.sequences_scored
+        self.tokens_processed += other.tokens_processed
+        self.backward_passes += other.backward_passes
+
+
+def check_scores(values: Any, expected: int, who: str) -> torch.Tensor:
+    """Validate a scorer's output: ``expected`` finite numbers, returned as a float32 CPU tensor."""
+    try:
+        tensor = torch.as_tensor(values, dtype=torch.float32).detach().cpu()
+    except (TypeError, ValueError) as exc:
+        raise RewardModelError(f"{who} returned {type(values).__name__}, not numbers: {exc}") from exc
+    tensor = tensor.reshape(-1) if tensor.dim() > 1 and tensor.numel() == expected else tensor
+    if tensor.dim() != 1 or tensor.shape[0] != expected:
+        raise RewardModelError(
+            f"{who} must return one score per response: expected shape [{expected}], got {list(tensor.shape)}."
+        )
+    if not torch.isfinite(tensor).all():
+        bad = [i for i, v in enumerate(tensor.tolist()) if not math.isfinite(v)]
+        raise RewardModelError(f"{who} returned non-finite scores (NaN or inf) for rows {bad}.")
+    return tensor
+
+
+class RewardSession(ABC):
+    """Scores continuations of one prompt; created by ``RewardModel.session``."""
+
+    def __init__(self) -> None:
+        self.usage = RewardUsage()
+
+    @abstractmethod
+    def score(self, prefix: TokenIds, continuations: Sequence[TokenIds]) -> RewardScores:
+        """Rewards of ``prompt ⊕ prefix ⊕ c`` for every continuation ``c`` (policy ids)."""
+
+    def gradient_gains(self, prefix: TokenIds, continuation: TokenIds, candidates: TokenIds) -> torch.Tensor:
+        """First-order predicted gain of replacing ``continuation[0]`` by each candidate."""
+        raise RewardModelError(
+            f"{type(self).__name__} cannot compute reward gradients; use nudge_scoring='exact'."
+        )
+
+    def exact_gains(self, prefix: TokenIds, continuation: TokenIds, candidates: TokenIds) -> torch.Tensor:
+        """Measured reward change of each swap ``continuation[0] -> v`` (one batch, no gradient)."""
+        rest = list(continuation[1:])
+        rows = [list(continuation)] + [[int(v)] + rest for v in candidates]
+        values = self.score(prefix, rows).values
+        return values[1:] - values[0]
+
+    @property
+    def supports_gradient(self) -> bool:
+        return type(self).gradient_gains is not RewardSession.gradient_gains
+
+
+class RewardModel(ABC):
+    """A scalar reward over (prompt, response) that GGRO can steer with.
+
+    Implement ``session`` (and, for gradient guidance, a session whose
+    ``gradient_gains`` works) to plug in your own reward. See
+    ``docs/reward-models.md``.
+    """
+
+    name: str = "reward"
+
+    @abstractmethod
+    def session(self, conversation: Conversation, policy_tokenizer: Any) -> RewardSession:
+        """Open a session scoring responses to ``conversation`` written in ``policy_tokenizer`` ids."""
+
+    def check_policy_tokenizer(self, policy_tokenizer: Any) -> None:
+        """Raise a clear error if this reward model cannot score responses from that tokenizer."""
+
+    @property
+    def supports_gradient(self) -> bool:
+        """Whether sessions can compute gradient-based gains."""
+        return True
+
+    @property
+    def component_names(self) -> list[str]:
+        """Names of the components reported with each score (composites)."""
+        return []
+
+    def score_texts(self, prompt: Prompt, responses: Sequence[str], policy_tokenizer: Any) -> list[float]:
+        """Rewards of plain-text responses to ``prompt`` (tokenized with ``policy_tokenizer``)."""
+        session = self.session(as_conversation(prompt), policy_tokenizer)
+        rows = [policy_tokenizer.encode(r, add_special_tokens=False) for r in responses]
+        return session.score([], rows).values.tolist()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"

@@ -1,0 +1,162 @@
+"""Tiny, random, offline models and tokenizers for tests and examples.
+
+Everything here is built in-process in well under a second: byte-level BPE
+tokenizers trained on a small built-in corpus (with a ChatML chat template), and
+small random Llama / Qwen2 / GPT-2 policies and reward models. Nothing touches
+the network. Use them to test code that takes a ``GGRODecoder`` without loading
+a real model.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import torch
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
+
+_WORDS = (
+    "the a an of to and in is it you that he was for on are with as his they be at one have this from "
+    "or had by hot word but what some we can out other were all there when up use your how said each "
+    "she which do their time if will way about many then them write would like so these her long make "
+    "thing see him two has look more day could go come did number sound no most people my over know "
+    "water than call first who may down side been now find any new work part take get place made live "
+    "where after back little only round man year came show every good me give our under name very "
+    "through just form sentence great think say help low line differ turn cause much mean before move "
+    "right boy old too same tell does set three want air well also play small end put home read hand "
+    "port large spell add even land here must big high such follow act why ask men change went light "
+    "kind off need house picture try us again animal point mother world near build self earth father "
+    "sorry cannot safe please thanks sure hello yes question answer python knife kill process chemistry"
+).split()
+
+
+def _corpus(seed: int, lines: int = 400) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(lines):
+        words = [rng.choice(_WORDS) for _ in range(rng.randint(4, 14))]
+        sentence = " ".join(words).capitalize() + rng.choice([".", "?", "!", ",", ":"])
+        out.append(sentence)
+    return out
+
+
+def tiny_tokenizer(vocab_size: int = 384, *, seed: int = 0, chat_template: bool = True) -> Any:
+    """A byte-level BPE ``PreTrainedTokenizerFast`` trained on a small corpus.
+
+    Different ``vocab_size`` or ``seed`` give genuinely different vocabularies.
+    EOS is ``<|im_end|>``, PAD is ``<pad>``; with ``chat_template`` it renders ChatML.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(seed), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<pad>", bos_token=None, unk_token=None
+    )
+    if chat_template:
+        fast.chat_template = CHATML_TEMPLATE
+    return fast
+
+
+def permuted_tokenizer(tokenizer: Any, a: str, b: str) -> Any:
+    """A copy of ``tokenizer`` whose tokens ``a`` and ``b`` have swapped ids."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    data = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocab = data["model"]["vocab"]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(data)),
+        eos_token=tokenizer.eos_token,
+        pad_token=tokenizer.pad_token,
+        bos_token=None,
+        unk_token=None,
+    )
+    fast.chat_template = tokenizer.chat_template
+    return fast
+
+
+def _config(arch: str, tokenizer: Any, *, hidden: int, layers: int, **extra: Any) -> Any:
+    from transformers import GPT2Config, LlamaConfig, Qwen2Config
+
+    common = {
+        "vocab_size": len(tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": None,
+        # Untied heads let tiny_causal_lm sharpen the output layer without touching the inputs.
+        "tie_word_embeddings": False,
+        **extra,
+    }
+    if arch == "llama":
+        return LlamaConfig(
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            **common,
+        )
+    if arch == "qwen2":
+        return Qwen2Config(
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            **common,
+        )
+    if arch == "gpt2":
+        return GPT2Config(n_embd=hidden, n_layer=layers, n_head=4, n_positions=512, **common)
+    raise ValueError(f"arch must be 'llama', 'qwen2' or 'gpt2'; got {arch!r}")
+
+
+def tiny_causal_lm(
+    tokenizer: Any, arch: str = "llama", *, seed: int = 0, hidden: int = 32, layers: int = 2, logit_scale: float = 30.0
+) -> Any:
+    """A small random causal LM over ``tokenizer``'s vocabulary, in eval mode.
+
+    ``logit_scale`` sharpens the random output head so next-token entropies vary
+    from confident to uncertain, as in a trained model, instead of all sitting
+    near ``log(vocab)``.
+    """
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(_config(arch, tokenizer, hidden=hidden, layers=layers))
+    with torch.no_grad():
+        head = model.get_output_embeddings()
+        head.weight.mul_(logit_scale)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.eval()
+
+
+def tiny_reward_model(tokenizer: Any, arch: str = "llama", *, seed: int = 1, hidden: int = 32, layers: int = 2) -> Any:
+    """A small random one-label ``...ForSequenceClassification`` over ``tokenizer``."""
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = _config(arch, tokenizer, hidden=hidden, layers=layers, num_labels=1)
+    return AutoModelForSequenceClassification.from_config(config).eval()
