@@ -7,6 +7,8 @@ from .config import GGROConfig
 from .decoding import GenerationStream, GGRODecoder, GGROResult, GGROStats
 from .errors import ConfigError, GGROError, PromptError, RewardModelError, VocabularyMismatchError
 from .events import INTERVENTION_EVENT_NAME, CandidateTrial, InterventionEvent, TextDelta
+from .factory import build_decoder
+from .models import PolicyLoadError, load_policy
 
 __all__ = [
     "INTERVENTION_EVENT_NAME",
@@ -19,9 +21,12 @@ __all__ = [
     "GGROStats",
     "GenerationStream",
     "InterventionEvent",
+    "PolicyLoadError",
     "PromptError",
     "RewardModelError",
     "TextDelta",
     "VocabularyMismatchError",
     "__version__",
+    "build_decoder",
+    "load_policy",
 ]
