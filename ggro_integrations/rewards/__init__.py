@@ -3,6 +3,13 @@
 from .base import RewardModel, RewardScores, RewardSession, RewardUsage
 from .hf import HFRewardModel
 from .module import EmbeddingReward
+from .registry import (
+    clear_reward_cache,
+    list_reward_models,
+    load_reward_model,
+    register_reward_model,
+    reward_load_count,
+)
 from .vocab import shares_vocabulary
 
 __all__ = [
@@ -12,5 +19,10 @@ __all__ = [
     "RewardScores",
     "RewardSession",
     "RewardUsage",
+    "clear_reward_cache",
+    "list_reward_models",
+    "load_reward_model",
+    "register_reward_model",
+    "reward_load_count",
     "shares_vocabulary",
 ]
