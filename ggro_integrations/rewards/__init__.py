@@ -1,6 +1,8 @@
 """Reward models GGRO can steer with: the interface, Hugging Face classifiers, custom scorers."""
 
 from .base import RewardModel, RewardScores, RewardSession, RewardUsage
+from .callable import TextScorerReward
+from .composite import CompositeReward
 from .hf import HFRewardModel
 from .module import EmbeddingReward
 from .registry import (
@@ -13,6 +15,7 @@ from .registry import (
 from .vocab import shares_vocabulary
 
 __all__ = [
+    "CompositeReward",
     "EmbeddingReward",
     "HFRewardModel",
     "RewardModel",
@@ -25,4 +28,5 @@ __all__ = [
     "register_reward_model",
     "reward_load_count",
     "shares_vocabulary",
+    "TextScorerReward",
 ]

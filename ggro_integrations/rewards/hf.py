@@ -5,17 +5,22 @@ the reward model's ids. The reward model's KV cache of
 ``template-before ⊕ prompt ⊕ response-so-far`` is kept and extended, so each
 candidate costs only its own segment plus the template's closing tokens, and
 the gradient at a trigger token is one backward pass over that segment.
+
+When the vocabularies differ (``shares_vocabulary`` compares them in full),
+``HFRewardModel.session`` returns a ``CrossTokenizerSession`` instead
+(rewards/cross_tokenizer.py), which re-encodes response text in reward ids.
 """
 
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any, Sequence
 
 import torch
 
 from ..conversation import Conversation
-from ..errors import RewardModelError, VocabularyMismatchError
+from ..errors import RewardModelError
 from ..kv_cache import cache_kwargs, crop_cache, fork_cache, new_cache
 from .base import RewardModel, RewardScores, RewardSession, TokenIds
 from .formatting import template_parts
@@ -79,6 +84,7 @@ class HFRewardModel(RewardModel):
         self.embeddings: torch.nn.Embedding = model.get_input_embeddings()
         self.name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
         self.max_positions: int | None = getattr(model.config, "max_position_embeddings", None)
+        self._shared: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
     @classmethod
     def from_pretrained(
@@ -114,17 +120,35 @@ class HFRewardModel(RewardModel):
     def device(self) -> torch.device:
         return self.embeddings.weight.device
 
+    def shares_vocabulary_with(self, policy_tokenizer: Any) -> bool:
+        """Whether ``policy_tokenizer`` maps every token to the same id as this reward's (memoised)."""
+        try:
+            return self._shared[policy_tokenizer]
+        except (KeyError, TypeError):
+            pass
+        shared = shares_vocabulary(self.tokenizer, policy_tokenizer)
+        try:
+            # Comparing two 128k-token vocabularies costs tens of ms: once per tokenizer, not per call.
+            self._shared[policy_tokenizer] = shared
+        except TypeError:
+            pass  # not weak-referenceable: compare again next time
+        return shared
+
     def check_policy_tokenizer(self, policy_tokenizer: Any) -> None:
-        if not shares_vocabulary(self.tokenizer, policy_tokenizer):
-            raise VocabularyMismatchError(
-                f"reward model {self.name!r} does not share the policy's vocabulary "
-                f"({len(self.tokenizer)} vs {len(policy_tokenizer)} tokens, or different ids). "
-                "Use a reward model built on the policy's tokenizer."
+        # Any policy tokenizer works: a different vocabulary takes the cross-tokenizer path.
+        if not callable(getattr(policy_tokenizer, "decode", None)):
+            raise RewardModelError(
+                f"the policy tokenizer ({type(policy_tokenizer).__name__}) has no decode(); reward model "
+                f"{self.name!r} needs it to read responses written in another vocabulary."
             )
 
     def session(self, conversation: Conversation, policy_tokenizer: Any) -> RewardSession:
+        if self.shares_vocabulary_with(policy_tokenizer):
+            return SharedVocabSession(self, conversation)
+        from .cross_tokenizer import CrossTokenizerSession
+
         self.check_policy_tokenizer(policy_tokenizer)
-        return SharedVocabSession(self, conversation)
+        return CrossTokenizerSession(self, conversation, policy_tokenizer)
 
 
 class SharedVocabSession(RewardSession):

@@ -217,11 +217,13 @@ def _cached(key: Hashable, label: str, build: Callable[[], RewardModel]) -> Rewa
 def _load_composite(
     spec: Mapping[Any, Any], device: Any, dtype: Any, trust_remote_code: bool, allow_negative: bool
 ) -> RewardModel:
-    from .composite import CompositeReward
+    from .composite import CompositeReward, check_weight
 
     if not spec:
         raise RewardModelError("reward_model mapping is empty; give at least one {name: weight} entry.")
     items = tuple(spec.items())
+    for k, w in items:
+        check_weight(str(getattr(k, "name", k)), w, allow_negative)  # before loading any weights
     # Instances are hashable by identity; holding them in the key keeps ids from being reused.
     key = ("composite", items, device, dtype, trust_remote_code, allow_negative)
     try:

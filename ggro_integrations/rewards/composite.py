@@ -1,0 +1,143 @@
+"""Weighted sums of reward models: ``{"safety": 1.0, "helpfulness": 0.5}``.
+
+A composite's reward is ``Σ w_i · r_i``. Its gradient gains are the same
+weighted sum of each component's gains (the gradient is linear), and every
+score carries each component's own (unweighted) reward, which the decoder
+copies into ``CandidateTrial.reward_components`` and
+``InterventionEvent.base_reward_components`` / ``best_reward_components``.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Any, Mapping, Sequence, Union
+
+import torch
+
+from ..conversation import Conversation
+from ..errors import RewardModelError
+from .base import RewardModel, RewardScores, RewardSession, TokenIds
+
+ComponentSpec = Union[Mapping[Any, float], Sequence[tuple]]
+"""``{spec: weight}`` (spec: a RewardModel or anything ``load_reward_model`` takes),
+or ``[(reward_model, weight), ...]`` / ``[(reward_model, weight, name), ...]``."""
+
+
+def check_weight(name: str, weight: Any, allow_negative: bool) -> float:
+    """Validate one composite weight: a finite real number, non-negative unless allowed."""
+    if isinstance(weight, bool) or not isinstance(weight, (Real, torch.Tensor)):
+        raise RewardModelError(f"weight of reward component {name!r} must be a number; got {weight!r}.")
+    value = float(weight)
+    if not math.isfinite(value):
+        raise RewardModelError(f"weight of reward component {name!r} must be finite; got {value}.")
+    if value < 0 and not allow_negative:
+        raise RewardModelError(
+            f"weight of reward component {name!r} is negative ({value}); a negative weight makes GGRO steer "
+            "*against* that reward. Pass allow_negative=True if that is what you want."
+        )
+    return value
+
+
+class CompositeReward(RewardModel):
+    """A weighted sum of reward models, reporting each component's score.
+
+    Example:
+        >>> CompositeReward({"safety-rm": 1.0, "helpful-rm": 0.5})                  # doctest: +SKIP
+        >>> CompositeReward([(safety, 1.0, "safety"), (helpful, 0.5, "helpful")])    # doctest: +SKIP
+    """
+
+    def __init__(self, components: ComponentSpec, *, allow_negative: bool = False, name: str | None = None) -> None:
+        entries = self._entries(components)
+        if not entries:
+            raise RewardModelError("CompositeReward needs at least one (reward model, weight) component.")
+        names = [n for _, _, n in entries]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise RewardModelError(
+                f"reward components must have distinct names; {duplicates} appear more than once. "
+                "Name them explicitly with (reward_model, weight, name) tuples."
+            )
+        self.weights = [check_weight(n, w, allow_negative) for _, w, n in entries]
+        if all(w == 0 for w in self.weights):
+            raise RewardModelError("all composite weights are zero; the reward would be constant.")
+        self.models: list[RewardModel] = [m for m, _, _ in entries]
+        self.names = names
+        self.name = name or " + ".join(f"{w:g}*{n}" for w, n in zip(self.weights, names))
+
+    @staticmethod
+    def _entries(components: ComponentSpec) -> list[tuple[RewardModel, Any, str]]:
+        if isinstance(components, Mapping):
+            items: list[tuple] = [(k, w) for k, w in components.items()]
+        elif isinstance(components, Sequence) and not isinstance(components, (str, bytes)):
+            items = list(components)
+        else:
+            raise RewardModelError(
+                f"components must be a {{spec: weight}} mapping or a list of (reward_model, weight[, name]) "
+                f"tuples; got {type(components).__name__}."
+            )
+        entries = []
+        for item in items:
+            if not isinstance(item, tuple) or len(item) not in (2, 3):
+                raise RewardModelError(f"each component must be (reward_model, weight[, name]); got {item!r}.")
+            spec, weight = item[0], item[1]
+            model = spec if isinstance(spec, RewardModel) else _load(spec)
+            label = item[2] if len(item) == 3 else (spec if isinstance(spec, str) else model.name)
+            # Validate weights before anything else is loaded (see registry): done again in __init__.
+            entries.append((model, weight, str(label)))
+        return entries
+
+    def check_policy_tokenizer(self, policy_tokenizer: Any) -> None:
+        for model in self.models:
+            model.check_policy_tokenizer(policy_tokenizer)
+
+    @property
+    def supports_gradient(self) -> bool:
+        return all(m.supports_gradient for m in self.models)
+
+    @property
+    def component_names(self) -> list[str]:
+        return list(self.names)
+
+    def session(self, conversation: Conversation, policy_tokenizer: Any) -> RewardSession:
+        return CompositeSession(self, [m.session(conversation, policy_tokenizer) for m in self.models])
+
+
+def _load(spec: Any) -> RewardModel:
+    from .registry import load_reward_model
+
+    return load_reward_model(spec)
+
+
+class CompositeSession(RewardSession):
+    """One session per component; scores and gains are their weighted sums."""
+
+    def __init__(self, reward: CompositeReward, sessions: list[RewardSession]) -> None:
+        super().__init__()
+        self.reward = reward
+        self.sessions = sessions
+
+    def _sync_usage(self) -> None:
+        self.usage = type(self.usage)()
+        for s in self.sessions:
+            self.usage.add(s.usage)
+
+    def score(self, prefix: TokenIds, continuations: Sequence[TokenIds]) -> RewardScores:
+        total = torch.zeros(len(continuations), dtype=torch.float32)
+        components: dict[str, torch.Tensor] = {}
+        for name, weight, session in zip(self.reward.names, self.reward.weights, self.sessions):
+            scores = session.score(prefix, continuations)
+            total += weight * scores.values
+            components[name] = scores.values
+            # Nested composites: keep their parts too, qualified by this component's name.
+            components.update({f"{name}.{k}": v for k, v in scores.components.items()})
+        self._sync_usage()
+        return RewardScores(total, components)
+
+    def gradient_gains(self, prefix: TokenIds, continuation: TokenIds, candidates: TokenIds) -> torch.Tensor:
+        total = torch.zeros(len(candidates), dtype=torch.float32)
+        for weight, session in zip(self.reward.weights, self.sessions):
+            if weight != 0:
+                total += weight * session.gradient_gains(prefix, continuation, candidates).float()
+        self._sync_usage()
+        return total
