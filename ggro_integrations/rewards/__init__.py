@@ -11,6 +11,7 @@ from .registry import (
     load_reward_model,
     register_reward_model,
     reward_load_count,
+    unregister_reward_model,
 )
 from .vocab import shares_vocabulary
 
@@ -22,11 +23,12 @@ __all__ = [
     "RewardScores",
     "RewardSession",
     "RewardUsage",
+    "TextScorerReward",
     "clear_reward_cache",
     "list_reward_models",
     "load_reward_model",
     "register_reward_model",
     "reward_load_count",
     "shares_vocabulary",
-    "TextScorerReward",
+    "unregister_reward_model",
 ]

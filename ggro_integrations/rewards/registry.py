@@ -94,6 +94,17 @@ def register_reward_model(name: str, factory: RewardFactory, *, overwrite: bool 
                 del _cache[key]
 
 
+def unregister_reward_model(name: str) -> None:
+    """Remove ``name`` from the registry (and drop the models its factory built)."""
+    with _lock:
+        factory = _factories.pop(name, None)
+        if factory is None:
+            raise _unknown(name)
+        if factory not in _factories.values():
+            for key in [k for k in _cache if k[0] == "name" and k[1] is factory]:
+                del _cache[key]
+
+
 def list_reward_models() -> list[str]:
     """Registered reward-model names, sorted."""
     _ensure_builtins()
