@@ -30,6 +30,8 @@ class CandidateTrial:
     """Text of the segment this candidate produced."""
     is_original: bool = False
     """True for the unmodified segment the base rule produced."""
+    num_tokens: int = 0
+    """Policy tokens in this segment."""
     reward_components: dict[str, float] = field(default_factory=dict)
     """Per-component rewards when the reward model is a composite."""
 

@@ -76,14 +76,15 @@ def tiny_tokenizer(vocab_size: int = 384, *, seed: int = 0, chat_template: bool 
     return fast
 
 
-def permuted_tokenizer(tokenizer: Any, a: str, b: str) -> Any:
-    """A copy of ``tokenizer`` whose tokens ``a`` and ``b`` have swapped ids."""
+def permuted_tokenizer(tokenizer: Any, a: int = 100, b: int = 101) -> Any:
+    """A copy of ``tokenizer`` in which the tokens with ids ``a`` and ``b`` swap ids."""
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
     data = json.loads(tokenizer.backend_tokenizer.to_str())
     vocab = data["model"]["vocab"]
-    vocab[a], vocab[b] = vocab[b], vocab[a]
+    token_a, token_b = tokenizer.convert_ids_to_tokens([a, b])
+    vocab[token_a], vocab[token_b] = b, a
     fast = PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer.from_str(json.dumps(data)),
         eos_token=tokenizer.eos_token,

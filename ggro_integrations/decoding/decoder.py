@@ -111,6 +111,7 @@ class GGRODecoder:
         self,
         prompt: Prompt,
         *,
+        strategy: str = "ggro",
         reward_model: Any = None,
         tools: Sequence[dict[str, Any]] | None = None,
         **overrides: Any,
@@ -119,9 +120,12 @@ class GGRODecoder:
 
         Text is released only once GGRO can no longer replace it; each event
         precedes the text it decided. ``stream.result`` holds the full result afterwards.
+        ``strategy="greedy"`` streams plain decoding token by token.
         """
+        if strategy == "best_of_n":
+            raise ConfigError("strategy='best_of_n' cannot stream: its answer is known only once all samples end.")
         return GenerationStream(
-            self._steps(prompt, strategy="ggro", n=None, reward_model=reward_model, tools=tools, **overrides)
+            self._steps(prompt, strategy=strategy, n=None, reward_model=reward_model, tools=tools, **overrides)
         )
 
     # -- one generation -----------------------------------------------------------
@@ -335,6 +339,7 @@ class _Generation:
             reward=None,
             segment=self._decode(segment.tokens),
             is_original=is_original,
+            num_tokens=len(segment.tokens),
         )
 
     def _score(self, items: list[_Scored]) -> None:

@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny random policies and reward models built in-process (no hub)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+
+from ggro_integrations.testing import tiny_causal_lm, tiny_reward_model, tiny_tokenizer
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def other_tokenizer():
+    """A tokenizer with a genuinely different vocabulary."""
+    return tiny_tokenizer(vocab_size=512, seed=7)
+
+
+@pytest.fixture(scope="session", params=["llama", "qwen2"])
+def arch(request):
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def policy(tokenizer):
+    return tiny_causal_lm(tokenizer, "llama")
+
+
+@pytest.fixture(scope="session")
+def reward_hf_model(tokenizer):
+    return tiny_reward_model(tokenizer, "llama")
