@@ -96,7 +96,7 @@ def permuted_tokenizer(tokenizer: Any, a: int = 100, b: int = 101) -> Any:
     return fast
 
 
-def _config(arch: str, tokenizer: Any, *, hidden: int, layers: int, **extra: Any) -> Any:
+def _config(arch: str, tokenizer: Any, *, hidden: int, layers: int, context: int = 512, **extra: Any) -> Any:
     from transformers import GPT2Config, LlamaConfig, Qwen2Config
 
     common = {
@@ -115,7 +115,7 @@ def _config(arch: str, tokenizer: Any, *, hidden: int, layers: int, **extra: Any
             num_hidden_layers=layers,
             num_attention_heads=4,
             num_key_value_heads=2,
-            max_position_embeddings=512,
+            max_position_embeddings=context,
             **common,
         )
     if arch == "qwen2":
@@ -125,16 +125,23 @@ def _config(arch: str, tokenizer: Any, *, hidden: int, layers: int, **extra: Any
             num_hidden_layers=layers,
             num_attention_heads=4,
             num_key_value_heads=2,
-            max_position_embeddings=512,
+            max_position_embeddings=context,
             **common,
         )
     if arch == "gpt2":
-        return GPT2Config(n_embd=hidden, n_layer=layers, n_head=4, n_positions=512, **common)
+        return GPT2Config(n_embd=hidden, n_layer=layers, n_head=4, n_positions=context, **common)
     raise ValueError(f"arch must be 'llama', 'qwen2' or 'gpt2'; got {arch!r}")
 
 
 def tiny_causal_lm(
-    tokenizer: Any, arch: str = "llama", *, seed: int = 0, hidden: int = 32, layers: int = 2, logit_scale: float = 30.0
+    tokenizer: Any,
+    arch: str = "llama",
+    *,
+    seed: int = 0,
+    hidden: int = 32,
+    layers: int = 2,
+    context: int = 512,
+    logit_scale: float = 30.0,
 ) -> Any:
     """A small random causal LM over ``tokenizer``'s vocabulary, in eval mode.
 
@@ -145,7 +152,7 @@ def tiny_causal_lm(
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(_config(arch, tokenizer, hidden=hidden, layers=layers))
+    model = AutoModelForCausalLM.from_config(_config(arch, tokenizer, hidden=hidden, layers=layers, context=context))
     with torch.no_grad():
         head = model.get_output_embeddings()
         head.weight.mul_(logit_scale)
@@ -154,10 +161,12 @@ def tiny_causal_lm(
     return model.eval()
 
 
-def tiny_reward_model(tokenizer: Any, arch: str = "llama", *, seed: int = 1, hidden: int = 32, layers: int = 2) -> Any:
+def tiny_reward_model(
+    tokenizer: Any, arch: str = "llama", *, seed: int = 1, hidden: int = 32, layers: int = 2, context: int = 512
+) -> Any:
     """A small random one-label ``...ForSequenceClassification`` over ``tokenizer``."""
     from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(seed)
-    config = _config(arch, tokenizer, hidden=hidden, layers=layers, num_labels=1)
+    config = _config(arch, tokenizer, hidden=hidden, layers=layers, context=context, num_labels=1)
     return AutoModelForSequenceClassification.from_config(config).eval()

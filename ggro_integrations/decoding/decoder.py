@@ -481,6 +481,7 @@ class _Generation:
             reward_calls=usage.forward_calls,
             reward_sequences_scored=usage.sequences_scored,
             reward_tokens_processed=usage.tokens_processed,
+            reward_prompt_tokens_processed=usage.prompt_tokens_processed,
             reward_backward_passes=usage.backward_passes,
             triggers=len(self.events),
             interventions_accepted=sum(e.accepted for e in self.events),

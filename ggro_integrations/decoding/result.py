@@ -27,6 +27,8 @@ class GGROStats:
     """Responses whose reward was computed."""
     reward_tokens_processed: int = 0
     """Reward-model input positions computed (cached prefixes are not counted again)."""
+    reward_prompt_tokens_processed: int = 0
+    """The part of ``reward_tokens_processed`` spent reading the prompt once."""
     reward_backward_passes: int = 0
     """Gradient computations on the reward model."""
     triggers: int = 0

@@ -54,6 +54,8 @@ class RewardUsage:
     """Sequences whose reward was computed."""
     tokens_processed: int = 0
     """Reward-model input positions actually computed (cached positions are not counted again)."""
+    prompt_tokens_processed: int = 0
+    """The part of ``tokens_processed`` spent reading the prompt (its template) into the prefix cache."""
     backward_passes: int = 0
     """Gradient computations."""
 
@@ -61,6 +63,7 @@ class RewardUsage:
         self.forward_calls += other.forward_calls
         self.sequences_scored += other.sequences_scored
         self.tokens_processed += other.tokens_processed
+        self.prompt_tokens_processed += other.prompt_tokens_processed
         self.backward_passes += other.backward_passes
 
 

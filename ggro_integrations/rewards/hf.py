@@ -186,6 +186,7 @@ class SharedVocabSession(RewardSession):
             new = torch.tensor([ids[keep:]], device=self.reward.device)
             self.reward.backbone(input_ids=new, **cache_kwargs(self.reward.backbone, self._cache))
             self.usage.tokens_processed += len(ids) - keep
+            self.usage.prompt_tokens_processed += max(0, len(self.before_ids) - keep)
         self._cached_ids = ids
         return len(ids)
 
