@@ -8,6 +8,7 @@ so tool calls and stop sequences can be tested on known output.
 
 from __future__ import annotations
 
+import copy
 import functools
 from typing import Any, Callable
 
@@ -64,8 +65,10 @@ class ScriptedLlama(LlamaForCausalLM):
 def scripted_decoder(script_for: Callable[[str], str], **config: Any) -> GGRODecoder:
     """A decoder whose policy writes ``script_for(prompt)``; ``.model.prompts`` records every prompt seen."""
     tokenizer, policy, reward_a, _ = parts()
+    model_config = copy.deepcopy(policy.config)
+    model_config.max_position_embeddings = 2048  # tool prompts in a 384-token vocabulary are long; RoPE has no table
     torch.manual_seed(0)
-    model = ScriptedLlama(policy.config).eval()
+    model = ScriptedLlama(model_config).eval()
     model.load_state_dict(policy.state_dict())
     model.generation_config = policy.generation_config
     model.script_for = script_for  # an instance attribute: called unbound
