@@ -57,8 +57,13 @@ class CallPlan:
     overrides: dict[str, Any]
     tools: list[dict[str, Any]] | None = None
 
+    @property
+    def streams(self) -> bool:
+        """Whether the decoder can stream this strategy (Best-of-N knows its answer only at the end)."""
+        return self.strategy != "best_of_n"
+
     def decoder_kwargs(self) -> dict[str, Any]:
-        return {"reward_model": self.reward, "tools": self.tools, **self.overrides}
+        return {"strategy": self.strategy, "reward_model": self.reward, "tools": self.tools, **self.overrides}
 
 
 class GGROFields(BaseModel):
@@ -221,8 +226,8 @@ class GGROFields(BaseModel):
     def _run(self, plan: CallPlan, emit: SyncEmit) -> GGROResult:
         """Decode, sending each intervention to ``emit`` as soon as GGRO decides it."""
         assert self.decoder is not None
-        if plan.strategy != "ggro":
-            return self.decoder.generate(plan.prompt, strategy=plan.strategy, **plan.decoder_kwargs())
+        if not plan.streams:
+            return self.decoder.generate(plan.prompt, **plan.decoder_kwargs())
         stream = self.decoder.stream(plan.prompt, **plan.decoder_kwargs())
         for item in stream:
             if isinstance(item, InterventionEvent):
@@ -233,10 +238,8 @@ class GGROFields(BaseModel):
     async def _arun(self, plan: CallPlan, emit: AsyncEmit) -> GGROResult:
         """``_run`` off the event loop: decoding happens in a worker thread."""
         assert self.decoder is not None
-        if plan.strategy != "ggro":
-            return await asyncio.to_thread(
-                self.decoder.generate, plan.prompt, strategy=plan.strategy, **plan.decoder_kwargs()
-            )
+        if not plan.streams:
+            return await asyncio.to_thread(self.decoder.generate, plan.prompt, **plan.decoder_kwargs())
         stream = self.decoder.stream(plan.prompt, **plan.decoder_kwargs())
         async for item in iterate_in_thread(stream):
             if isinstance(item, InterventionEvent):

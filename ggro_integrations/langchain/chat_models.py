@@ -177,8 +177,8 @@ class ChatGGRO(GGROFields, BaseChatModel):
         plan = self._chat_plan(messages, stop, kwargs)
         emit = sync_emitter(run_manager or kwargs.get(RUN_KWARG))
         assert self.decoder is not None
-        if plan.strategy != "ggro" or plan.tools:
-            # Baselines have nothing to stream early; a tool call is known only once complete.
+        if not plan.streams or plan.tools:
+            # Best-of-N has nothing to stream early; a tool call is known only once complete.
             yield self._final_chunk(self._run(plan, emit), plan, streamed_text=False)
             return
         stream = self.decoder.stream(plan.prompt, **plan.decoder_kwargs())
@@ -200,7 +200,7 @@ class ChatGGRO(GGROFields, BaseChatModel):
         plan = self._chat_plan(messages, stop, kwargs)
         emit = async_emitter(run_manager or kwargs.get(RUN_KWARG))
         assert self.decoder is not None
-        if plan.strategy != "ggro" or plan.tools:
+        if not plan.streams or plan.tools:
             yield self._final_chunk(await self._arun(plan, emit), plan, streamed_text=False)
             return
         stream = self.decoder.stream(plan.prompt, **plan.decoder_kwargs())

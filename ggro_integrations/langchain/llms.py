@@ -125,7 +125,7 @@ class GGROLLM(GGROFields, BaseLLM):
         plan = self._plan(prompt, stop, kwargs)
         emit = sync_emitter(run_manager)
         assert self.decoder is not None
-        if plan.strategy != "ggro":
+        if not plan.streams:  # Best-of-N: one chunk at the end
             result = self._run(plan, emit)
             yield self._text_chunk(result.text, run_manager)
         else:
@@ -149,7 +149,7 @@ class GGROLLM(GGROFields, BaseLLM):
         plan = self._plan(prompt, stop, kwargs)
         emit = async_emitter(run_manager)
         assert self.decoder is not None
-        if plan.strategy != "ggro":
+        if not plan.streams:  # Best-of-N: one chunk at the end
             result = await self._arun(plan, emit)
             chunk = GenerationChunk(text=result.text)
             if run_manager:

@@ -155,6 +155,8 @@ def test_baseline_strategies_through_the_same_interface(chat, decoder):
     best = chat.invoke(QUESTION, strategy="best_of_n", best_of_n=2, seed=3)
     assert best.response_metadata["strategy"] == "best_of_n"
     assert best.content == decoder.generate(USER, strategy="best_of_n", n=2, seed=3).text
+    best_chunks = [c.content for c in chat.stream(QUESTION, strategy="best_of_n", best_of_n=2, seed=3)]
+    assert "".join(best_chunks) == best.content
 
 
 async def test_ainvoke_runs_off_the_event_loop(decoder):

@@ -9,10 +9,12 @@ from unittest import mock
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langchain_core.tracers import LangChainTracer
 from lc_tiny import timeless
 
 from ggro_integrations.langchain import (
+    ChatGGRO,
     INTERVENTION_EVENT_NAME,
     GGROInterventionHandler,
     GGRORunCollector,
@@ -77,6 +79,26 @@ async def test_astream_events_v2_carries_interventions(chat):
         assert streamed == expected.content
         assert len(model_runs) == 1 and {ev["run_id"] for ev in custom} == model_runs
         assert timeless([ev["data"] for ev in custom]) == timeless(expected.response_metadata["ggro_interventions"])
+
+
+async def test_events_when_invoke_streams_internally(chat, decoder):
+    # Inside a graph node or lambda, ainvoke under astream_events streams internally (LangChain calls
+    # _astream without a run manager); the events must still be attributed to the model run.
+    async def node(question: str, config: RunnableConfig) -> str:
+        return (await chat.ainvoke(question, config)).content
+
+    custom, model_runs = [], set()
+    async for ev in RunnableLambda(node).astream_events(QUESTION, version="v2"):
+        if ev["event"] == "on_chat_model_start":
+            model_runs.add(ev["run_id"])
+        elif ev["event"] == "on_custom_event":
+            custom.append(ev)
+    assert custom and len(model_runs) == 1 and {ev["run_id"] for ev in custom} == model_runs
+    # The sync twin: invoke with streaming=True inside a lambda.
+    streaming = ChatGGRO(decoder=decoder, streaming=True)
+    ids = RunIds()
+    RunnableLambda(lambda q, config: streaming.invoke(q, config).content).invoke(QUESTION, {"callbacks": [ids]})
+    assert ids.event_runs and set(ids.event_runs) == {ids.chat_runs[0]}
 
 
 def test_llm_events_in_astream_events(llm):
