@@ -24,6 +24,15 @@ from ggro_integrations.testing import tiny_reward_model
 CONVERSATION = as_conversation("Tell me about the water")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread (and far faster than two on a shared, busy CPU)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def parts(tokenizer, other_tokenizer):
     """Two rewards on the policy's vocabulary and one on another (cross-tokenizer) vocabulary."""
@@ -66,7 +75,6 @@ def test_scores_are_the_weighted_sum_of_components(parts, tokenizer):
 
 
 def test_gradient_and_exact_gains_are_weighted_sums(parts, tokenizer):
-    safety, helpful, foreign = parts
     weights = [0.7, 1.3, 0.4]
     composite = CompositeReward(list(zip(parts, weights)))
     prefix = tokenizer.encode("The water", add_special_tokens=False)

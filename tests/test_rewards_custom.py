@@ -15,6 +15,15 @@ from ggro_integrations.rewards import EmbeddingReward, TextScorerReward, load_re
 CONVERSATION = as_conversation("Tell me about the water")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread (and far faster than two on a shared, busy CPU)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def vowel_share(prompt, responses):
     return [sum(ch in "aeiou" for ch in r) / (1 + len(r)) for r in responses]
 
@@ -64,7 +73,7 @@ def test_decoder_demands_exact_scoring_then_steers(tokenizer, policy):
     [
         (lambda n: [math.nan] * n, "non-finite"),
         (lambda n: [1.0, math.inf] + [0.0] * (n - 2), r"non-finite scores \(NaN or inf\) for rows \[1\]"),
-        (lambda n: [0.0] * (n + 1), rf"expected shape \[3\], got \[4\]"),
+        (lambda n: [0.0] * (n + 1), r"expected shape \[3\], got \[4\]"),
         (lambda n: 1.0, r"expected shape \[3\], got \[\]"),
         (lambda n: ["high"] * n, "not numbers"),
         (lambda n: [[0.0, 1.0]] * n, r"expected shape \[3\]"),

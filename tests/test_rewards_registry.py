@@ -28,6 +28,15 @@ from ggro_integrations.testing import tiny_reward_model
 PROMPT = "Tell me about the water"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread (and far faster than two on a shared, busy CPU)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def names(tokenizer):
     """Two freshly registered tiny reward models; each factory records its calls."""
@@ -135,9 +144,7 @@ def test_mapping_resolves_to_a_cached_composite(names, tokenizer):
     assert load_reward_model(a) is composite.models[0]  # components come from the same cache
     assert len(calls[a]) == len(calls[b]) == 1
     text = " The water is cold."
-    expected = sum(
-        w * forward_reward(m.model, tokenizer, text) for m, w in zip(composite.models, composite.weights)
-    )
+    expected = sum(w * forward_reward(m.model, tokenizer, text) for m, w in zip(composite.models, composite.weights))
     assert composite.score_texts(PROMPT, [text], tokenizer)[0] == pytest.approx(expected, abs=1e-5)
 
 
@@ -175,7 +182,7 @@ def test_bad_spec_types_and_factories(names):
 
 
 def test_duplicate_registration_needs_overwrite(names, tokenizer):
-    (a, _), calls = names
+    (a, _), _ = names
     old = load_reward_model(a)
     replacement = HFRewardModel(tiny_reward_model(tokenizer, seed=40), tokenizer, name="replacement")
     with pytest.raises(RewardModelError, match="already registered"):

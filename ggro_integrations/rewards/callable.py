@@ -9,7 +9,8 @@ your own differentiable reward, use ``EmbeddingReward`` (rewards/module.py).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 from ..conversation import Conversation, plain_text
 from ..errors import RewardModelError
@@ -36,7 +37,9 @@ class TextScorerReward(RewardModel):
         prompt_format: Literal["text", "messages"] = "text",
     ) -> None:
         if not callable(scorer):
-            raise RewardModelError(f"scorer must be callable as scorer(prompt, responses); got {type(scorer).__name__}.")
+            raise RewardModelError(
+                f"scorer must be callable as scorer(prompt, responses); got {type(scorer).__name__}."
+            )
         if prompt_format not in ("text", "messages"):
             raise RewardModelError(f"prompt_format must be 'text' or 'messages'; got {prompt_format!r}.")
         self.scorer = scorer

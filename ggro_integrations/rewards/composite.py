@@ -10,8 +10,9 @@ copies into ``CandidateTrial.reward_components`` and
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from numbers import Real
-from typing import Any, Mapping, Sequence, Union
+from typing import Any
 
 import torch
 
@@ -19,7 +20,7 @@ from ..conversation import Conversation
 from ..errors import RewardModelError
 from .base import RewardModel, RewardScores, RewardSession, TokenIds
 
-ComponentSpec = Union[Mapping[Any, float], Sequence[tuple]]
+ComponentSpec = Mapping[Any, float] | Sequence[tuple]
 """``{spec: weight}`` (spec: a RewardModel or anything ``load_reward_model`` takes),
 or ``[(reward_model, weight), ...]`` / ``[(reward_model, weight, name), ...]``."""
 

@@ -27,7 +27,8 @@ shared-vocabulary estimate; length changes are where it is approximate.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

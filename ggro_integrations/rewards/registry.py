@@ -18,7 +18,8 @@ import os
 import re
 import threading
 from collections import Counter
-from typing import Any, Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any
 
 import torch
 
