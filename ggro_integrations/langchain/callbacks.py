@@ -21,9 +21,13 @@ def describe(event: InterventionEvent) -> str:
     return (
         f"GGRO trigger #{event.trigger_index} at token {event.position} (entropy {event.entropy:.2f} >= "
         f"{event.threshold:.2f}): {verdict} {event.chosen_token!r} over {event.original_token!r}, "
-        f"reward {event.base_reward} -> {event.best_reward} ({event.refinements_used} candidates, "
+        f"reward {_fmt(event.base_reward)} -> {_fmt(event.best_reward)} ({event.refinements_used} candidates, "
         f"{event.reward_model or 'reward'})"
     )
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
 
 
 class GGROInterventionHandler(BaseCallbackHandler):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
 
-from langchain_core.runnables import ConfigurableField, RunnableSerializable
+from langchain_core.runnables import ConfigurableField, Runnable
+from langchain_core.runnables.configurable import RunnableConfigurableFields
 
 from ..errors import ConfigError
 from ._base import KNOBS, GGROFields
@@ -13,9 +14,22 @@ CONFIGURABLE = (*KNOBS, "reward_model", "strategy")
 """What ``configurable_ggro`` exposes by default: every GGROConfig knob, the reward model and the strategy."""
 
 
+class ConfigurableGGRO(RunnableConfigurableFields):
+    """A configurable GGRO model whose ``bind_tools`` keeps it configurable.
+
+    (LangChain forwards ``bind_tools`` on a configurable model to the default
+    instance, which silently drops the configurable fields.)
+    """
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable:
+        """Validate and format ``tools`` as ``ChatGGRO.bind_tools`` does, then bind them to this configurable model."""
+        bound = self.default.bind_tools(tools, **kwargs)  # type: ignore[attr-defined]
+        return self.bind(**bound.kwargs)  # type: ignore[attr-defined]
+
+
 def configurable_ggro(
     model: GGROFields, fields: Optional[Iterable[str]] = None, *, prefix: str = ""
-) -> RunnableSerializable:
+) -> ConfigurableGGRO:
     """``model.configurable_fields(...)`` for every GGRO knob, with ids ``prefix + name``.
 
     LangChain re-creates the model for a call that sets a value; the decoder (a
@@ -35,4 +49,4 @@ def configurable_ggro(
         name: ConfigurableField(id=prefix + name, name=name, description=known[name].description)
         for name in names
     }
-    return model.configurable_fields(**specs)
+    return ConfigurableGGRO(default=model, fields=specs)  # what model.configurable_fields(**specs) builds

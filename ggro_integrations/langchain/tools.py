@@ -2,7 +2,8 @@
 
 A local policy calls a tool by *writing* the call in its output; which syntax it
 writes depends on how it was trained. ``parse_tool_calls`` understands the common
-ones: Hermes / Qwen ``<tool_call>{json}</tool_call>`` blocks, Mistral's
+ones: Hermes / Qwen ``<tool_call>{json}</tool_call>`` blocks (or a JSON list of
+calls inside one block, as SmolLM2 and APIGen-trained models write), Mistral's
 ``[TOOL_CALLS] [...]``, Llama's ``<|python_tag|>{json}`` and a bare JSON object
 (or list of objects) naming a bound tool.
 """
@@ -149,13 +150,17 @@ def parse_tool_calls(text: str, tool_names: Sequence[str] | None = None) -> Pars
         for match in _HERMES.finditer(text):
             raw = match.group(1)
             try:
-                valid, bad = _as_call(_loads(raw), raw)
+                value = _loads(raw)
             except ValueError as exc:
-                valid, bad = None, _invalid(None, raw, f"not valid JSON: {exc}")
-            if valid:
-                calls.append(valid)
-            else:
-                invalid.append(bad)
+                invalid.append(_invalid(None, raw, f"not valid JSON: {exc}"))
+                continue
+            # One call per block (Hermes, Qwen) or a list of calls in one block (SmolLM2, APIGen).
+            for obj in value if isinstance(value, list) else [value]:
+                valid, bad = _as_call(obj, json.dumps(obj) if isinstance(value, list) else raw)
+                if valid:
+                    calls.append(valid)
+                else:
+                    invalid.append(bad)
         return ParsedToolCalls(_HERMES.sub("", text).strip(), calls, invalid)
     for marker in ("[TOOL_CALLS]", "<|python_tag|>"):
         if marker in text:

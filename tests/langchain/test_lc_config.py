@@ -127,3 +127,19 @@ def test_from_model_id_loads_once_and_shares_models(tmp_path, registered):
     assert message.response_metadata["reward_model"] == "tiny-a" and message.usage_metadata["output_tokens"] <= 6
     assert isinstance(llm.invoke(QUESTION), str)
     assert registered["tiny-a"] == 1
+
+
+def test_configurable_model_keeps_its_knobs_after_bind_tools(scripted):
+    from langchain_core.tools import tool
+
+    @tool
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    decoder = scripted(lambda prompt: '<tool_call>{"name": "add", "arguments": {"a": 1, "b": 2}}</tool_call>')
+    model = configurable_ggro(ChatGGRO(decoder=decoder)).bind_tools([add])
+    message = model.with_config(configurable={"max_new_tokens": 3}).invoke("hi")
+    assert message.usage_metadata["output_tokens"] == 3  # the knob reached the call
+    assert "<tools>" in decoder.model.prompts[-1]  # and so did the tools
+    assert [c["name"] for c in model.invoke("hi").tool_calls] == ["add"]

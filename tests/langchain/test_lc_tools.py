@@ -133,6 +133,8 @@ def test_policy_without_tool_template_gets_a_clear_error(tiny_parts):
         ('<tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call><tool_call>{"name": "neg", '
          '"arguments": "{\\"x\\": 4}"}</tool_call>', None, [("add", {"a": 1}), ("neg", {"x": 4})], ""),
         ('<tool_call>{"name": "add", "arguments": {"a": 1}}', None, [("add", {"a": 1})], ""),  # unterminated at EOS
+        ('<tool_call>[{"name": "add", "arguments": {"a": 1}}, {"name": "neg", "arguments": {}}]</tool_call>', None,
+         [("add", {"a": 1}), ("neg", {})], ""),
         ('{"name": "add", "parameters": {"a": 1}}', ["add"], [("add", {"a": 1})], ""),
         ('```json\n[{"name": "add", "arguments": {"a": 1}}]\n```', ["add"], [("add", {"a": 1})], ""),
         ('{"name": "add", "parameters": {"a": 1}}', ["sub"], [], '{"name": "add", "parameters": {"a": 1}}'),
