@@ -223,3 +223,30 @@ def forward_reward_for(reward: RewardModel, tokenizer, prompt, token_ids):
     before, after = template_parts(tokenizer, as_conversation(prompt))
     with torch.no_grad():
         return reward.model(input_ids=torch.tensor([before + list(token_ids) + after])).logits[0, 0].item()
+
+
+def test_aliases_share_one_cache_entry(tokenizer):
+    built = []
+
+    def factory(**kwargs):
+        built.append(kwargs)
+        return HFRewardModel(tiny_reward_model(tokenizer, seed=41), tokenizer, name="aliased")
+
+    register_reward_model("alias-one", factory, overwrite=True)
+    register_reward_model("alias-two", factory, overwrite=True)
+    try:
+        assert load_reward_model("alias-one") is load_reward_model("alias-two")
+        assert len(built) == 1
+    finally:
+        unregister_reward_model("alias-one")
+        unregister_reward_model("alias-two")
+
+
+def test_mapping_keys_may_be_instances(tokenizer, reward_hf_model):
+    reward = HFRewardModel(reward_hf_model, tokenizer, name="inline")
+    composite = load_reward_model({reward: 2.0})
+    assert composite.models == [reward] and composite.component_names == ["inline"]
+    assert load_reward_model({reward: 2.0}) is composite
+    ids = tokenizer.encode(" cold", add_special_tokens=False)
+    total, parts = composite.session(as_conversation(PROMPT), tokenizer).score([], [ids]).row(0)
+    assert total == pytest.approx(2.0 * parts["inline"])
