@@ -158,6 +158,8 @@ def test_negative_weight_in_a_mapping_fails_before_loading(tokenizer):
     try:
         with pytest.raises(RewardModelError, match="allow_negative=True"):
             load_reward_model({"never-loaded": -1.0})
+        with pytest.raises(RewardModelError, match="'second' must be finite"):
+            CompositeReward([("never-loaded", 1.0, "first"), ("never-loaded", math.nan, "second")])
         assert calls == []
     finally:
         unregister_reward_model("never-loaded")

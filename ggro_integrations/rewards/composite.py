@@ -49,7 +49,7 @@ class CompositeReward(RewardModel):
     """
 
     def __init__(self, components: ComponentSpec, *, allow_negative: bool = False, name: str | None = None) -> None:
-        entries = self._entries(components)
+        entries = self._entries(components, allow_negative)
         if not entries:
             raise RewardModelError("CompositeReward needs at least one (reward model, weight) component.")
         names = [n for _, _, n in entries]
@@ -59,7 +59,7 @@ class CompositeReward(RewardModel):
                 f"reward components must have distinct names; {duplicates} appear more than once. "
                 "Name them explicitly with (reward_model, weight, name) tuples."
             )
-        self.weights = [check_weight(n, w, allow_negative) for _, w, n in entries]
+        self.weights = [w for _, w, _ in entries]
         if all(w == 0 for w in self.weights):
             raise RewardModelError("all composite weights are zero; the reward would be constant.")
         self.models: list[RewardModel] = [m for m, _, _ in entries]
@@ -67,7 +67,7 @@ class CompositeReward(RewardModel):
         self.name = name or " + ".join(f"{w:g}*{n}" for w, n in zip(self.weights, names))
 
     @staticmethod
-    def _entries(components: ComponentSpec) -> list[tuple[RewardModel, Any, str]]:
+    def _entries(components: ComponentSpec, allow_negative: bool) -> list[tuple[RewardModel, float, str]]:
         if isinstance(components, Mapping):
             items: list[tuple] = [(k, w) for k, w in components.items()]
         elif isinstance(components, Sequence) and not isinstance(components, (str, bytes)):
@@ -77,16 +77,15 @@ class CompositeReward(RewardModel):
                 f"components must be a {{spec: weight}} mapping or a list of (reward_model, weight[, name]) "
                 f"tuples; got {type(components).__name__}."
             )
-        entries = []
+        checked = []
         for item in items:
             if not isinstance(item, tuple) or len(item) not in (2, 3):
                 raise RewardModelError(f"each component must be (reward_model, weight[, name]); got {item!r}.")
-            spec, weight = item[0], item[1]
-            model = spec if isinstance(spec, RewardModel) else _load(spec)
-            label = item[2] if len(item) == 3 else (spec if isinstance(spec, str) else model.name)
-            # Validate weights before anything else is loaded (see registry): done again in __init__.
-            entries.append((model, weight, str(label)))
-        return entries
+            spec = item[0]
+            label = str(item[2] if len(item) == 3 else spec if isinstance(spec, str) else getattr(spec, "name", spec))
+            checked.append((spec, check_weight(label, item[1], allow_negative), label))
+        # Every weight is validated before any model is loaded: a typo must not cost a load.
+        return [(s if isinstance(s, RewardModel) else _load(s), w, label) for s, w, label in checked]
 
     def check_policy_tokenizer(self, policy_tokenizer: Any) -> None:
         for model in self.models:
