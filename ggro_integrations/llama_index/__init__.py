@@ -11,10 +11,10 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised in a test that hides the package
     raise ImportError(
         "ggro_integrations.llama_index needs LlamaIndex (llama-index-core), which is not installed: "
-        f"{exc}. Install it with: pip install \"ggro-integrations[llama-index]\""
+        f'{exc}. Install it with: pip install "ggro-integrations[llama-index]"'
     ) from exc
 
-from .events import GGROInterventionEvent
+from .events import DISPATCHER_NAME, GGROInterventionEvent
 from .llm import GGROLLM
 
-__all__ = ["GGROInterventionEvent", "GGROLLM"]
+__all__ = ["DISPATCHER_NAME", "GGROLLM", "GGROInterventionEvent"]

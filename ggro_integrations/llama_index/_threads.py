@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from typing import Any, AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
 from ..decoding import GenerationStream, GGROResult
 from ..decoding.result import StreamItem
@@ -25,7 +26,7 @@ class ThreadedStream:
         self._stream = stream
         self.result: GGROResult | None = None
 
-    def __aiter__(self) -> AsyncGenerator[StreamItem, None]:
+    def __aiter__(self) -> AsyncIterator[StreamItem]:
         return self._run()
 
     async def _run(self) -> AsyncGenerator[StreamItem, None]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any
 
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events import BaseEvent
@@ -10,7 +10,11 @@ from pydantic import Field
 
 from ..events import InterventionEvent
 
-dispatcher = get_dispatcher(__name__)
+DISPATCHER_NAME = "ggro_integrations.llama_index"
+"""Dispatcher that sends GGRO's events (they also propagate to the root dispatcher):
+``get_dispatcher(DISPATCHER_NAME).add_event_handler(h)`` subscribes to them alone."""
+
+dispatcher = get_dispatcher(DISPATCHER_NAME)
 
 
 class GGROInterventionEvent(BaseEvent):
@@ -22,7 +26,7 @@ class GGROInterventionEvent(BaseEvent):
     ``span_id`` is the span of the ``GGROLLM`` call that produced it.
     """
 
-    data: Dict[str, Any] = Field(description="The core InterventionEvent as a JSON-safe dict.")
+    data: dict[str, Any] = Field(description="The core InterventionEvent as a JSON-safe dict.")
     trigger_index: int = Field(description="0-based index of this trigger within the response.")
     position: int = Field(description="Token index of the trigger within the response.")
     entropy: float = Field(description="Entropy (nats) of the policy's next-token distribution at the trigger.")
@@ -30,8 +34,8 @@ class GGROInterventionEvent(BaseEvent):
     accepted: bool = Field(description="True when a nudged segment replaced the unmodified one.")
     original_token: str = Field(description="Token the base rule chose at the trigger.")
     chosen_token: str = Field(description="Token of the accepted segment at the trigger.")
-    base_reward: Optional[float] = Field(description="Reward with the unmodified segment.")
-    best_reward: Optional[float] = Field(description="Reward with the accepted segment.")
+    base_reward: float | None = Field(description="Reward with the unmodified segment.")
+    best_reward: float | None = Field(description="Reward with the accepted segment.")
     reward_gain: float = Field(description="best_reward - base_reward (0 when either is unknown).")
     refinements_used: int = Field(description="Nudged candidates decoded and scored at this trigger.")
     stop_reason: str = Field(description="Why refinement ended: 'budget', 'no_positive_gain' or 'disabled'.")
@@ -42,7 +46,7 @@ class GGROInterventionEvent(BaseEvent):
         return "GGROInterventionEvent"
 
     @classmethod
-    def from_intervention(cls, event: InterventionEvent, span_id: Optional[str]) -> GGROInterventionEvent:
+    def from_intervention(cls, event: InterventionEvent, span_id: str | None) -> GGROInterventionEvent:
         """Wrap a core event, attributed to the span ``span_id``."""
         return cls(
             span_id=span_id,
@@ -68,6 +72,6 @@ class GGROInterventionEvent(BaseEvent):
         return InterventionEvent.from_dict(self.data)
 
 
-def dispatch_intervention(event: InterventionEvent, span_id: Optional[str]) -> None:
+def dispatch_intervention(event: InterventionEvent, span_id: str | None) -> None:
     """Send ``event`` to every LlamaIndex event handler, attributed to ``span_id``."""
     dispatcher.event(GGROInterventionEvent.from_intervention(event, span_id))

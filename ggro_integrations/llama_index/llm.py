@@ -8,8 +8,9 @@ become ``GGROInterventionEvent`` s dispatched within the call's span, and the
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Dict, Iterator, Literal, Mapping, Optional, Sequence
+from typing import Any, Literal
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -54,9 +55,9 @@ class _Call:
 
     prompt: Prompt
     strategy: str
-    n: Optional[int]
-    reward: Optional[RewardModel]
-    overrides: Dict[str, Any]
+    n: int | None
+    reward: RewardModel | None
+    overrides: dict[str, Any]
 
 
 class GGROLLM(CustomLLM):
@@ -75,22 +76,22 @@ class GGROLLM(CustomLLM):
     ``RewardModel``), ``strategy`` (``"ggro"``, ``"greedy"``, ``"best_of_n"``) and ``n``.
     """
 
-    model_name: Optional[str] = Field(default=None, description="Name of the policy, shown in metadata and traces.")
-    reward_model: Optional[str] = Field(
+    model_name: str | None = Field(default=None, description="Name of the policy, shown in metadata and traces.")
+    reward_model: str | None = Field(
         default=None,
         description="Reward model of calls that name none (registered name, hub id or path); None: the decoder's own.",
     )
     strategy: Strategy = Field(default="ggro", description="Decoding strategy of calls that name none.")
-    ggro_kwargs: Dict[str, Any] = Field(
+    ggro_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="GGROConfig overrides applied to every call; per-call keywords win."
     )
-    device: Optional[str] = Field(default=None, description="Device for reward models loaded by name.")
-    dtype: Optional[str] = Field(default=None, description="Dtype for reward models loaded by name.")
+    device: str | None = Field(default=None, description="Device for reward models loaded by name.")
+    dtype: str | None = Field(default=None, description="Dtype for reward models loaded by name.")
 
     _decoder: GGRODecoder = PrivateAttr()
-    _default_reward: Optional[RewardModel] = PrivateAttr(default=None)
+    _default_reward: RewardModel | None = PrivateAttr(default=None)
 
-    def __init__(self, decoder: Optional[GGRODecoder] = None, **data: Any) -> None:
+    def __init__(self, decoder: GGRODecoder | None = None, **data: Any) -> None:
         super().__init__(**data)
         if decoder is None:
             model_id = self.model_name or "default"
@@ -111,8 +112,8 @@ class GGROLLM(CustomLLM):
         model_id: Any = "default",
         reward_model: Any = "default",
         *,
-        device: Optional[str] = None,
-        dtype: Optional[str] = None,
+        device: str | None = None,
+        dtype: str | None = None,
         trust_remote_code: bool = False,
         **kwargs: Any,
     ) -> GGROLLM:
@@ -142,7 +143,7 @@ class GGROLLM(CustomLLM):
         for code paths that call the LLM without them (query and chat engines)."""
         options = dict(kwargs)
         reward = options.pop("reward_model", None)
-        update: Dict[str, Any] = {}
+        update: dict[str, Any] = {}
         if "strategy" in options:
             update["strategy"] = options.pop("strategy")
         if reward is not None:
@@ -158,7 +159,7 @@ class GGROLLM(CustomLLM):
         """The policy's token ids for ``text``: set ``Settings.tokenizer = llm.tokenize`` so prompt packing counts right."""
         return self._decoder.tokenizer.encode(text, add_special_tokens=False)
 
-    def to_payload(self) -> Dict[str, Any]:
+    def to_payload(self) -> dict[str, Any]:
         """Metadata plus the GGRO settings of calls that name none: what traces record for this LLM."""
         reward = self._default_reward or self._decoder.reward_model
         return {
@@ -209,9 +210,7 @@ class GGROLLM(CustomLLM):
         return CompletionResponse(text=result.text, additional_kwargs=summary(result), raw=raw(result))
 
     @llm_completion_callback()
-    async def astream_complete(
-        self, prompt: str, formatted: bool = False, **kwargs: Any
-    ) -> CompletionResponseAsyncGen:
+    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
         call = self._prepare(self._completion_prompt(prompt, formatted), kwargs)
         span_id = active_span_id.get()
 
@@ -259,13 +258,13 @@ class GGROLLM(CustomLLM):
 
     # -- one call ---------------------------------------------------------------------
 
-    def _config_defaults(self) -> Dict[str, Any]:
+    def _config_defaults(self) -> dict[str, Any]:
         return {k: v for k, v in self.ggro_kwargs.items() if k not in _CALL_KEYS}
 
     def _completion_prompt(self, prompt: str, formatted: bool) -> str:
         return prompt if formatted or self.completion_to_prompt is None else self.completion_to_prompt(prompt)
 
-    def _prepare(self, prompt: Optional[Prompt], kwargs: Mapping[str, Any]) -> _Call:
+    def _prepare(self, prompt: Prompt | None, kwargs: Mapping[str, Any]) -> _Call:
         """Validate everything up front, so bad input raises from the call itself (streams included)."""
         options = {**self.ggro_kwargs, **kwargs}
         unknown = sorted(set(options) - set(config_field_names()) - set(_CALL_KEYS))
@@ -291,7 +290,7 @@ class GGROLLM(CustomLLM):
         as_conversation(prompt)  # PromptError on an empty prompt or malformed messages
         return _Call(prompt=prompt, strategy=strategy, n=n, reward=reward, overrides=options)
 
-    def _resolve_reward(self, spec: Any) -> Optional[RewardModel]:
+    def _resolve_reward(self, spec: Any) -> RewardModel | None:
         if spec is None:
             return None  # the decoder's own
         from ..rewards.registry import load_reward_model
@@ -321,7 +320,7 @@ class GGROLLM(CustomLLM):
 
         return GenerationStream(whole())  # type: ignore[arg-type]
 
-    def _iterate(self, call: _Call, span_id: Optional[str]) -> Iterator[tuple[str, str, Optional[GGROResult]]]:
+    def _iterate(self, call: _Call, span_id: str | None) -> Iterator[tuple[str, str, GGROResult | None]]:
         """``(text so far, delta, None)`` per committed piece, then ``(text, "", result)``."""
         stream = self._open(call)
         items = iter(stream)
@@ -339,8 +338,8 @@ class GGROLLM(CustomLLM):
         yield stream.result.text, "", stream.result
 
     async def _aiterate(
-        self, call: _Call, span_id: Optional[str]
-    ) -> AsyncIterator[tuple[str, str, Optional[GGROResult]]]:
+        self, call: _Call, span_id: str | None
+    ) -> AsyncIterator[tuple[str, str, GGROResult | None]]:
         """The async twin of ``_iterate``: decoding runs in a worker thread."""
         stream = ThreadedStream(self._open(call))
         items = stream.__aiter__()
@@ -357,14 +356,14 @@ class GGROLLM(CustomLLM):
         assert stream.result is not None
         yield stream.result.text, "", stream.result
 
-    def _drain(self, call: _Call, span_id: Optional[str]) -> GGROResult:
+    def _drain(self, call: _Call, span_id: str | None) -> GGROResult:
         result = None
         for _, _, result in self._iterate(call, span_id):
             pass
         assert result is not None
         return result
 
-    async def _adrain(self, call: _Call, span_id: Optional[str]) -> GGROResult:
+    async def _adrain(self, call: _Call, span_id: str | None) -> GGROResult:
         result = None
         async for _, _, result in self._aiterate(call, span_id):
             pass
@@ -384,7 +383,7 @@ def to_conversation(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     return out
 
 
-def summary(result: GGROResult) -> Dict[str, Any]:
+def summary(result: GGROResult) -> dict[str, Any]:
     """What a response's ``additional_kwargs`` carry: reward, interventions, token counts."""
     return {
         "reward": result.reward,
@@ -400,7 +399,7 @@ def summary(result: GGROResult) -> Dict[str, Any]:
     }
 
 
-def raw(result: GGROResult) -> Dict[str, Any]:
+def raw(result: GGROResult) -> dict[str, Any]:
     """The rest of the result (stats, config, components, samples) with a ``usage`` block
     that LlamaIndex's token counter reads."""
     data = result.to_dict()
@@ -414,13 +413,13 @@ def raw(result: GGROResult) -> Dict[str, Any]:
     return data
 
 
-def _completion_chunk(text: str, delta: str, result: Optional[GGROResult]) -> CompletionResponse:
+def _completion_chunk(text: str, delta: str, result: GGROResult | None) -> CompletionResponse:
     if result is None:
         return CompletionResponse(text=text, delta=delta)
     return CompletionResponse(text=text, delta=delta, additional_kwargs=summary(result), raw=raw(result))
 
 
-def _chat_response(text: str, delta: Optional[str], result: Optional[GGROResult]) -> ChatResponse:
+def _chat_response(text: str, delta: str | None, result: GGROResult | None) -> ChatResponse:
     message = ChatMessage(role=MessageRole.ASSISTANT, content=text)
     if result is None:
         return ChatResponse(message=message, delta=delta)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -111,7 +112,9 @@ def _long_window(model: Any, positions: int = 4096) -> Any:
 @pytest.fixture(scope="session")
 def rag_decoder_parts(li_tokenizer: Any) -> tuple:
     policy = _long_window(tiny_causal_lm(li_tokenizer, "llama"))
-    reward = HFRewardModel(_long_window(tiny_reward_model(li_tokenizer, "llama", seed=1)), li_tokenizer, name="tiny-rm-a")
+    reward = HFRewardModel(
+        _long_window(tiny_reward_model(li_tokenizer, "llama", seed=1)), li_tokenizer, name="tiny-rm-a"
+    )
     return policy, reward
 
 
@@ -147,7 +150,9 @@ class SpanRecorder(BaseSpanHandler[SimpleSpan]):
         self.parents[id_] = parent_span_id
         return SimpleSpan(id_=id_, parent_id=parent_span_id)
 
-    def prepare_to_exit_span(self, id_: str, bound_args: Any, instance: Any = None, result: Any = None, **kw: Any) -> Any:
+    def prepare_to_exit_span(
+        self, id_: str, bound_args: Any, instance: Any = None, result: Any = None, **kw: Any
+    ) -> Any:
         return None
 
     def prepare_to_drop_span(self, id_: str, bound_args: Any, instance: Any = None, err: Any = None, **kw: Any) -> Any:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from conftest import PROMPT
+from conftest import PROMPT, EventRecorder
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
+from llama_index.core.instrumentation import get_dispatcher
 
 from ggro_integrations import InterventionEvent
-from ggro_integrations.llama_index import GGROInterventionEvent
+from ggro_integrations.llama_index import DISPATCHER_NAME, GGROInterventionEvent
 
 MESSAGES = [ChatMessage(role=MessageRole.USER, content=PROMPT)]
 
@@ -37,7 +38,11 @@ def test_complete_events_in_the_call_span(llm, recorder):
     events, spans = recorder
     response = llm.complete(PROMPT)
     _check_call(
-        events, spans, "complete", "LLMCompletionStartEvent", "LLMCompletionEndEvent",
+        events,
+        spans,
+        "complete",
+        "LLMCompletionStartEvent",
+        "LLMCompletionEndEvent",
         response.additional_kwargs["interventions"],
     )
 
@@ -64,7 +69,11 @@ def test_stream_complete_events_fire_while_streaming(llm, recorder):
     # Events arrive as decoding goes, interleaved with text, not all at the end.
     assert seen_at_chunk[0] < total
     ggro = _check_call(
-        events, spans, "stream_complete", "LLMCompletionStartEvent", "LLMCompletionEndEvent",
+        events,
+        spans,
+        "stream_complete",
+        "LLMCompletionStartEvent",
+        "LLMCompletionEndEvent",
         chunks[-1].additional_kwargs["interventions"],
     )
     # Same span as LlamaIndex's own streaming events for this call.
@@ -76,7 +85,11 @@ async def test_async_stream_chat_events(llm, recorder):
     events, spans = recorder
     chunks = [c async for c in await llm.astream_chat(MESSAGES)]
     _check_call(
-        events, spans, "astream_chat", "LLMChatStartEvent", "LLMChatEndEvent",
+        events,
+        spans,
+        "astream_chat",
+        "LLMChatStartEvent",
+        "LLMChatEndEvent",
         chunks[-1].additional_kwargs["interventions"],
     )
 
@@ -85,7 +98,11 @@ async def test_acomplete_events(llm, recorder):
     events, spans = recorder
     response = await llm.acomplete(PROMPT)
     _check_call(
-        events, spans, "acomplete", "LLMCompletionStartEvent", "LLMCompletionEndEvent",
+        events,
+        spans,
+        "acomplete",
+        "LLMCompletionStartEvent",
+        "LLMCompletionEndEvent",
         response.additional_kwargs["interventions"],
     )
 
@@ -121,6 +138,20 @@ def test_events_inside_a_query_span(rag_llm, recorder):
     for event in ggro:
         assert event.span_id.startswith("GGROLLM.chat-")
         assert query_span in spans.ancestors(event.span_id)
+
+
+def test_ggro_dispatcher_carries_only_ggro_events(llm, recorder):
+    own = EventRecorder()
+    get_dispatcher(DISPATCHER_NAME).add_event_handler(own)
+    try:
+        response = llm.complete(PROMPT)
+    finally:
+        get_dispatcher(DISPATCHER_NAME).event_handlers.remove(own)
+    assert len(own.events) == len(response.additional_kwargs["interventions"]) > 0
+    assert all(isinstance(e, GGROInterventionEvent) for e in own.events)
+    # They still reach the root dispatcher's handlers, alongside LlamaIndex's own events.
+    assert len(recorder[0].of_type("GGROInterventionEvent")) == len(own.events)
+    assert len(recorder[0].events) > len(own.events)
 
 
 @pytest.fixture(autouse=True)

@@ -19,6 +19,7 @@ MESSAGES = [
     ChatMessage(role=MessageRole.USER, content=PROMPT),
 ]
 
+
 def _events(events):
     """Intervention dicts without their wall-clock timing, which differs from run to run."""
     return [{k: v for k, v in (e if isinstance(e, dict) else e.to_dict()).items() if k != "seconds"} for e in events]
@@ -50,7 +51,6 @@ def test_metadata_without_chat_template(li_policy, li_reward):
     assert llm.metadata.is_chat_model is False
     # Completion still works and is plain-text decoding of the prompt.
     assert llm.complete(PROMPT, strategy="greedy").text == _hf_greedy(li_policy, plain, plain.encode(PROMPT), 16)
-
 
 
 def _hf_greedy(model, tokenizer, ids, new_tokens):
