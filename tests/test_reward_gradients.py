@@ -92,3 +92,13 @@ def test_hf_exact_gains_equal_rescoring(tokenizer, reward_hf_model):
     for v, gain in zip(candidates, exact.tolist()):
         swapped = session.score(prefix, [[v] + continuation[1:]]).values[0]
         assert gain == pytest.approx((swapped - base).item(), abs=1e-5)
+
+
+def test_one_pass_score_and_gains_equal_separate_calls(tokenizer, reward_hf_model):
+    session = HFRewardModel(reward_hf_model, tokenizer).session(CONVERSATION, tokenizer)
+    prefix = tokenizer.encode("The", add_special_tokens=False)
+    continuation = tokenizer.encode(" water is deep", add_special_tokens=False)
+    candidates = list(range(30, 50))
+    scores, gains = session.score_and_gradient_gains(prefix, continuation, candidates)
+    assert scores.values[0].item() == pytest.approx(session.score(prefix, [continuation]).values[0].item(), abs=1e-5)
+    torch.testing.assert_close(gains, session.gradient_gains(prefix, continuation, candidates))

@@ -297,13 +297,10 @@ class _Generation:
         if cfg.num_refinements > 0:
             assert self.session is not None
             scored_base = _Scored(base, base_trial)
-            self._score([scored_base])
-            if cfg.refinement == "parallel":
-                winner, candidates_tried, stop_reason = self._refine_parallel(cache, logits, prefix_len, scored_base)
-            else:
-                winner, candidates_tried, stop_reason = self._refine_sequential(
-                    cache, logits, prefix_len, scored_base
-                )
+            candidates = top_k_candidates(logits, cfg.nudge_top_k, self.decoder.eos_ids)
+            gains = self._score_with_gains(scored_base, candidates)
+            refine = self._refine_parallel if cfg.refinement == "parallel" else self._refine_sequential
+            winner, candidates_tried, stop_reason = refine(cache, logits, prefix_len, scored_base, candidates, gains)
             best, best_trial = winner.segment, winner.trial
         event = InterventionEvent(
             trigger_index=len(self.events),
@@ -354,14 +351,29 @@ class _Generation:
             return self.session.exact_gains(self.committed, segment.tokens, candidates)
         return self.session.gradient_gains(self.committed, segment.tokens, candidates)
 
+    def _score_with_gains(self, item: _Scored, candidates: list[int]) -> torch.Tensor:
+        """Score ``item`` and compute its candidates' gains, in one reward pass where the session can."""
+        assert self.session is not None
+        if self.cfg.nudge_scoring == "exact":
+            self._score([item])
+            return self._gains(item.segment, candidates)
+        scores, gains = self.session.score_and_gradient_gains(self.committed, item.segment.tokens, candidates)
+        item.trial.reward, item.trial.reward_components = scores.row(0)
+        return gains
+
     def _refine_sequential(
-        self, cache: Any, logits: torch.Tensor, prefix_len: int, base: _Scored
+        self,
+        cache: Any,
+        logits: torch.Tensor,
+        prefix_len: int,
+        base: _Scored,
+        candidates: list[int],
+        base_gains: torch.Tensor,
     ) -> tuple[_Scored, list[_Scored], str]:
         cfg = self.cfg
-        candidates = top_k_candidates(logits, cfg.nudge_top_k, self.decoder.eos_ids)
         tried = {base.segment.tokens[0]}
         best, in_cache = base, base
-        gains: torch.Tensor | None = None
+        gains: torch.Tensor | None = base_gains
         trials: list[_Scored] = []
         stop_reason = "budget"
         for _ in range(cfg.num_refinements):
@@ -394,11 +406,15 @@ class _Generation:
         return best, trials, stop_reason
 
     def _refine_parallel(
-        self, cache: Any, logits: torch.Tensor, prefix_len: int, base: _Scored
+        self,
+        cache: Any,
+        logits: torch.Tensor,
+        prefix_len: int,
+        base: _Scored,
+        candidates: list[int],
+        gains: torch.Tensor,
     ) -> tuple[_Scored, list[_Scored], str]:
         cfg = self.cfg
-        candidates = top_k_candidates(logits, cfg.nudge_top_k, self.decoder.eos_ids)
-        gains = self._gains(base.segment, candidates)
         ranked = rank_nudges(
             candidates,
             gains,

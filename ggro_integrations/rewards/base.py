@@ -100,6 +100,16 @@ class RewardSession(ABC):
             f"{type(self).__name__} cannot compute reward gradients; use nudge_scoring='exact'."
         )
 
+    def score_and_gradient_gains(
+        self, prefix: TokenIds, continuation: TokenIds, candidates: TokenIds
+    ) -> tuple[RewardScores, torch.Tensor]:
+        """``score(prefix, [continuation])`` and ``gradient_gains(...)`` together.
+
+        Sessions whose gradient pass also yields the reward override this to
+        save one forward pass per trigger.
+        """
+        return self.score(prefix, [continuation]), self.gradient_gains(prefix, continuation, candidates)
+
     def exact_gains(self, prefix: TokenIds, continuation: TokenIds, candidates: TokenIds) -> torch.Tensor:
         """Measured reward change of each swap ``continuation[0] -> v`` (one batch, no gradient)."""
         rest = list(continuation[1:])

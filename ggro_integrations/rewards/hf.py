@@ -243,13 +243,28 @@ class SharedVocabSession(RewardSession):
     # -- gradients ----------------------------------------------------------
 
     def gradient_gains(self, prefix: TokenIds, continuation: TokenIds, candidates: TokenIds) -> torch.Tensor:
+        return self._reward_and_gains(prefix, continuation, candidates)[1]
+
+    def score_and_gradient_gains(
+        self, prefix: TokenIds, continuation: TokenIds, candidates: TokenIds
+    ) -> tuple[RewardScores, torch.Tensor]:
+        reward, gains = self._reward_and_gains(prefix, continuation, candidates)
+        if reward is None:  # the classifier never reads the trigger token: score the usual way
+            return self.score(prefix, [continuation]), gains
+        self.usage.sequences_scored += 1
+        return RewardScores(torch.tensor([reward], dtype=torch.float32)), gains
+
+    def _reward_and_gains(
+        self, prefix: TokenIds, continuation: TokenIds, candidates: TokenIds
+    ) -> tuple[float | None, torch.Tensor]:
+        """One forward + backward over the continuation: its reward and every candidate's predicted gain."""
         if not continuation:
             raise ValueError("continuation must hold at least the trigger token")
         n = self._extend_prefix(prefix)
         row = [int(t) for t in continuation] + self.after_ids
         pool = _pool_index(self._cached_ids + row, self._pad) - n
         if pool < 0:
-            return torch.zeros(len(candidates))  # the classifier never reads the trigger token
+            return None, torch.zeros(len(candidates))
         weight = self.reward.embeddings.weight
         ids = torch.tensor(row, device=weight.device)
         with torch.enable_grad():
@@ -263,4 +278,4 @@ class SharedVocabSession(RewardSession):
         grad = grad[0].float()
         cand = weight[torch.tensor([int(v) for v in candidates], device=weight.device)].float()
         current = weight[int(continuation[0])].float()
-        return ((cand - current) @ grad).cpu()
+        return float(reward.detach()), ((cand - current) @ grad).cpu()
