@@ -88,6 +88,23 @@ def test_gradient_and_exact_gains_are_weighted_sums(parts, tokenizer):
         assert torch.allclose(got, expected, atol=1e-5), method
 
 
+def test_combined_score_and_gains_are_weighted_sums(parts, tokenizer):
+    weights = [0.7, 1.3, 0.4]
+    composite = CompositeReward(list(zip(parts, weights)))
+    prefix = tokenizer.encode("The water", add_special_tokens=False)
+    continuation = tokenizer.encode(" is cold and", add_special_tokens=False)
+    candidates = list(range(260, 300))
+    scores, gains = composite.session(CONVERSATION, tokenizer).score_and_gradient_gains(
+        prefix, continuation, candidates
+    )
+    expected = {m.name: reference(m, tokenizer, prefix + continuation) for m in parts}
+    assert scores.row(0)[1] == pytest.approx(expected, abs=1e-5)
+    assert scores.row(0)[0] == pytest.approx(sum(w * expected[m.name] for m, w in zip(parts, weights)), abs=1e-5)
+    own = [m.session(CONVERSATION, tokenizer) for m in parts]
+    separate = sum(w * s.gradient_gains(prefix, continuation, candidates) for w, s in zip(weights, own))
+    assert torch.allclose(gains, separate, atol=1e-5)
+
+
 @pytest.mark.parametrize("scoring", ["gradient", "exact"])
 def test_events_carry_every_component(parts, tokenizer, policy, scoring):
     safety, helpful, _ = parts

@@ -167,6 +167,19 @@ def test_cross_scores_equal_transformers_forward(tokenizer, other_tokenizer, arc
             assert scores[i].item() == pytest.approx(expected, abs=1e-5)
 
 
+def test_combined_score_and_gains_match_separate_calls(tokenizer, other_tokenizer):
+    """The decoder may ask for the reward and the gains in one pass: same numbers, in reward ids."""
+    model = tiny_reward_model(other_tokenizer, "qwen2", seed=65)
+    session = HFRewardModel(model, other_tokenizer).session(CONVERSATION, tokenizer)
+    prefix = tokenizer.encode("The water", add_special_tokens=False)
+    continuation = tokenizer.encode(" is cold and", add_special_tokens=False)
+    candidates = list(range(260, 300))
+    scores, gains = session.score_and_gradient_gains(prefix, continuation, candidates)
+    expected = reference(model, other_tokenizer, tokenizer, CONVERSATION, prefix + continuation)
+    assert scores.values.shape == (1,) and scores.values[0].item() == pytest.approx(expected, abs=1e-5)
+    assert torch.allclose(gains, session.gradient_gains(prefix, continuation, candidates), atol=1e-6)
+
+
 def test_one_for_one_swaps_match_finite_differences(tokenizer, other_tokenizer):
     """Where a swap changes exactly one reward token, the estimate is the exact first-order term."""
     model = tiny_reward_model(other_tokenizer, "llama", seed=62).double()

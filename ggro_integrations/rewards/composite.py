@@ -141,3 +141,24 @@ class CompositeSession(RewardSession):
                 total += weight * session.gradient_gains(prefix, continuation, candidates).float()
         self._sync_usage()
         return total
+
+    def score_and_gradient_gains(
+        self, prefix: TokenIds, continuation: TokenIds, candidates: TokenIds
+    ) -> tuple[RewardScores, torch.Tensor]:
+        """Each component's reward and gains, from its own combined pass where it has one."""
+        value = torch.zeros(1, dtype=torch.float32)
+        gains = torch.zeros(len(candidates), dtype=torch.float32)
+        components: dict[str, torch.Tensor] = {}
+        for name, weight, session in zip(self.reward.names, self.reward.weights, self.sessions):
+            combined = getattr(session, "score_and_gradient_gains", None)
+            if combined is not None:
+                scores, part = combined(prefix, continuation, candidates)
+            else:
+                scores = session.score(prefix, [continuation])
+                part = session.gradient_gains(prefix, continuation, candidates)
+            value += weight * scores.values
+            gains += weight * part.float()
+            components[name] = scores.values
+            components.update({f"{name}.{k}": v for k, v in scores.components.items()})
+        self._sync_usage()
+        return RewardScores(value, components), gains

@@ -100,6 +100,24 @@ class CrossTokenizerSession(SharedVocabSession):
         return list(enc["input_ids"]), cover
 
     def gradient_gains(self, prefix: TokenIds, continuation: TokenIds, candidates: TokenIds) -> torch.Tensor:
+        return self._reward_and_gains(prefix, continuation, candidates)[1]
+
+    def score_and_gradient_gains(
+        self, prefix: TokenIds, continuation: TokenIds, candidates: TokenIds
+    ) -> tuple[RewardScores, torch.Tensor]:
+        """The continuation's reward and its candidates' gains from one forward + backward.
+
+        Overrides the shared-vocabulary version, which would read policy ids as reward ids.
+        """
+        reward, gains = self._reward_and_gains(prefix, continuation, candidates)
+        if reward is None:  # no pass was needed for the gains: score the usual way
+            return self.score(prefix, [continuation]), gains
+        self.usage.sequences_scored += 1
+        return RewardScores(torch.tensor([reward], dtype=torch.float32)), gains
+
+    def _reward_and_gains(
+        self, prefix: TokenIds, continuation: TokenIds, candidates: TokenIds
+    ) -> tuple[float | None, torch.Tensor]:
         if not continuation:
             raise ValueError("continuation must hold at least the trigger token")
         head = [int(t) for t in prefix]
@@ -115,13 +133,13 @@ class CrossTokenizerSession(SharedVocabSession):
         windows = [self._window(ids, r, cover) for r in swapped]
         starts = [w[0] for w in windows if w is not None]
         if not starts:
-            return torch.zeros(len(candidates))
+            return None, torch.zeros(len(candidates))
         low = min(starts)
         n = self._extend_prefix(ids[:low])
         tail = ids[low:] + self.after_ids
         pool = _pool_index(self._cached_ids + tail, self._pad) - n
         if pool < 0:
-            return torch.zeros(len(candidates))  # the classifier never reads the swapped tokens
+            return None, torch.zeros(len(candidates))  # the classifier never reads the swapped tokens
         weight = self.reward.embeddings.weight
         with torch.enable_grad():
             embedded = weight[torch.tensor(tail, device=weight.device)].detach().requires_grad_(True)
@@ -140,7 +158,7 @@ class CrossTokenizerSession(SharedVocabSession):
             cand = weight[torch.tensor(row[lo:hi_cand], device=weight.device)].float()
             delta = _resample(cand, orig.shape[0]) - orig
             gains[i] = float((delta * grad[lo - low : hi_orig - low]).sum())
-        return gains
+        return float(reward.detach()), gains
 
     @staticmethod
     def _window(ids: list[int], row: list[int], cover: list[int]) -> tuple[int, int, int] | None:
