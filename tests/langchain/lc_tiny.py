@@ -40,6 +40,23 @@ def tiny_decoder(**config: Any) -> GGRODecoder:
     return GGRODecoder(policy, tokenizer, reward_a, **{**FAST, **config})
 
 
+def long_context_decoder(**config: Any) -> GGRODecoder:
+    """``tiny_decoder`` with a 2048-token window (same weights: RoPE has no position table), for long
+    tool prompts, which a 384-token vocabulary makes several hundred tokens long."""
+    tokenizer, policy, reward_a, _ = parts()
+    return GGRODecoder(_long(policy), tokenizer, reward_a, **{**FAST, **config})
+
+
+@functools.cache
+def _long(policy: Any) -> Any:
+    model_config = copy.deepcopy(policy.config)
+    model_config.max_position_embeddings = 2048
+    model = LlamaForCausalLM(model_config).eval()
+    model.load_state_dict(policy.state_dict())
+    model.generation_config = policy.generation_config
+    return model
+
+
 class ScriptedLlama(LlamaForCausalLM):
     """A Llama that writes ``script_for(prompt_text)`` and then EOS, whatever its weights say."""
 
