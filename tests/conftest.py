@@ -12,7 +12,9 @@ import torch
 
 from ggro_integrations.testing import tiny_causal_lm, tiny_reward_model, tiny_tokenizer
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+if os.environ.get("OMP_NUM_THREADS"):
+    # torch already read it; say so explicitly so a test module that changes threads can restore it.
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")
