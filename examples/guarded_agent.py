@@ -96,7 +96,7 @@ def build_graph(model: Any, fold_tool_results: bool) -> Any:
 
     def consult(state: MessagesState) -> dict[str, list[BaseMessage]]:
         question = next(m for m in reversed(state["messages"]) if isinstance(m, HumanMessage)).content
-        products = [p for p in SAFETY_SHEETS if re.search(rf"\b{p}\b", str(question), re.I)]
+        products = [p for p in SAFETY_SHEETS if re.search(rf"\b{p}\b", str(question), re.IGNORECASE)]
         if not products:
             return {"messages": []}
         calls = [{"name": "safety_sheet", "args": {"product": p}, "id": f"guard_{i}"} for i, p in enumerate(products)]

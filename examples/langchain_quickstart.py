@@ -64,8 +64,10 @@ def main() -> None:
         max_new_tokens=args.max_new_tokens,
         seed=0,
     )
-    print(f"Loaded {chat._get_ls_params()['ls_model_name']} + reward {args.reward_model!r} "
-          f"in {time.perf_counter() - started:.1f}s.\n")
+    print(
+        f"Loaded {chat._get_ls_params()['ls_model_name']} + reward {args.reward_model!r} "
+        f"in {time.perf_counter() - started:.1f}s.\n"
+    )
 
     prompt = ChatPromptTemplate.from_messages(
         [("system", "You are a helpful, careful assistant. Answer in two or three sentences."), ("human", "{question}")]
@@ -86,8 +88,10 @@ def main() -> None:
         steered = chain.invoke({"question": question}, config={"callbacks": [handler]})
         print(f"  GGRO ({time.perf_counter() - t:.1f}s):\n    {steered.strip() or '<empty>'}")
         events = handler.events
-        print(f"  {len(events)} triggers, {len(handler.accepted)} nudges accepted"
-              + (" (answer changed)" if steered != base else ""))
+        print(
+            f"  {len(events)} triggers, {len(handler.accepted)} nudges accepted"
+            + (" (answer changed)" if steered != base else "")
+        )
         for event in handler.accepted:
             print("    " + describe(event))
         print()

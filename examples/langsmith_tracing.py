@@ -75,8 +75,10 @@ def main() -> None:
     model_run = next(r for r in root.child_runs if r.run_type == "llm")
     message = model_run.outputs["generations"][0][0]["message"]["kwargs"]  # the AIMessage, serialised
     metadata = message["response_metadata"]
-    print(f"\nModel run outputs: usage {message['usage_metadata']}, reward {metadata['reward']:.3f}, "
-          f"summary {metadata['ggro_summary']}")
+    print(
+        f"\nModel run outputs: usage {message['usage_metadata']}, reward {metadata['reward']:.3f}, "
+        f"summary {metadata['ggro_summary']}"
+    )
     events = [e for e in model_run.events if e["name"] == "ggro_intervention"]
     if events:
         first = dict(events[0]["kwargs"])

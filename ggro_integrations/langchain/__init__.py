@@ -27,11 +27,11 @@ from .tracers import CustomEventRecorder, GGRORunCollector, GGROTracer, format_r
 __all__ = [
     "CHATML_TOOLS_TEMPLATE",
     "CONFIGURABLE",
+    "GGROLLM",
     "INTERVENTION_EVENT_NAME",
     "ChatGGRO",
     "CustomEventRecorder",
     "GGROInterventionHandler",
-    "GGROLLM",
     "GGRORunCollector",
     "GGROTracer",
     "ParsedToolCalls",

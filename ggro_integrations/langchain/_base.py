@@ -8,10 +8,11 @@ with", so ``ChatGGRO(decoder=d)`` behaves exactly like ``d``; a value set here
 from __future__ import annotations
 
 import asyncio
-import os
 import difflib
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Optional, Sequence
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -80,50 +81,50 @@ class GGROFields(BaseModel):
     """Policy loaded when no decoder is given: "default" (SmolLM2-135M-Instruct), a hub id or a local path."""
     reward_model: Any = None
     """Reward model: a registered name, hub id, path, RewardModel or {name: weight}; None = the decoder's."""
-    decoder: Optional[GGRODecoder] = Field(default=None, exclude=True)
+    decoder: GGRODecoder | None = Field(default=None, exclude=True)
     """The shared GGRODecoder doing the work; built from model_id and reward_model when not given."""
-    device: Optional[str] = None
+    device: str | None = None
     """Device for models loaded by name ("cpu", "cuda", ...); None = CPU."""
-    dtype: Optional[str] = None
+    dtype: str | None = None
     """Torch dtype name for models loaded by name ("float32", "bfloat16", ...); None = the checkpoint's."""
     trust_remote_code: bool = False
     """Allow custom model code from the hub when loading model_id (off: it would run downloaded code)."""
     strategy: Strategy = "ggro"
     """"ggro", or the "greedy" / "best_of_n" baselines (same interface, no interventions)."""
 
-    entropy_threshold: Optional[float] = None
+    entropy_threshold: float | None = None
     """Entropy (nats) at or above which GGRO may intervene; None = the decoder's."""
-    num_refinements: Optional[int] = None
+    num_refinements: int | None = None
     """Most nudged candidates tried per trigger (0 = plain decoding); None = the decoder's."""
-    nudge_top_k: Optional[int] = None
+    nudge_top_k: int | None = None
     """Nudges come from the policy's own top-K tokens; None = the decoder's."""
-    nudge_temperature: Optional[float] = None
+    nudge_temperature: float | None = None
     """Temperature β of sampled nudge selection; None = the decoder's."""
-    nudge_selection: Optional[Literal["greedy", "sample"]] = None
+    nudge_selection: Literal["greedy", "sample"] | None = None
     """"greedy" (highest predicted gain) or "sample" (∝ exp(gain/β)); None = the decoder's."""
-    nudge_scoring: Optional[Literal["gradient", "exact"]] = None
+    nudge_scoring: Literal["gradient", "exact"] | None = None
     """"gradient" (one backward pass) or "exact" (score every swap); None = the decoder's."""
-    min_segment_tokens: Optional[int] = None
+    min_segment_tokens: int | None = None
     """Fewest tokens between two triggers; None = the decoder's."""
-    max_new_tokens: Optional[int] = Field(default=None, alias="max_tokens")
+    max_new_tokens: int | None = Field(default=None, alias="max_tokens")
     """Token budget of the response (LangChain's ``max_tokens`` is accepted too); None = the decoder's."""
-    temperature: Optional[float] = None
+    temperature: float | None = None
     """Base decoding temperature, 0 = greedy; None = the decoder's."""
-    top_p: Optional[float] = None
+    top_p: float | None = None
     """Nucleus mass of the base rule when sampling; None = the decoder's."""
-    seed: Optional[int] = None
+    seed: int | None = None
     """Seed for sampled decoding and nudges (same seed, same output); None = the decoder's."""
-    stop: Optional[list[str]] = None
+    stop: list[str] | None = None
     """Stop sequences (any length, matched exactly in the text); the text ends before the first one."""
-    refinement: Optional[Literal["sequential", "parallel"]] = None
+    refinement: Literal["sequential", "parallel"] | None = None
     """"sequential" (the paper) or "parallel" (one batch of candidates per trigger); None = the decoder's."""
-    best_of_n: Optional[int] = None
+    best_of_n: int | None = None
     """N of the "best_of_n" strategy; None = the decoder's."""
-    best_of_n_temperature: Optional[float] = None
+    best_of_n_temperature: float | None = None
     """Sampling temperature of the Best-of-N baseline; None = the decoder's."""
-    use_chat_template: Optional[bool] = None
+    use_chat_template: bool | None = None
     """Format string prompts with the policy's chat template; None = the decoder's (yes when it has one)."""
-    streaming: Optional[bool] = None
+    streaming: bool | None = None
     """True makes ``invoke`` stream internally, so ``on_llm_new_token`` callbacks fire."""
 
     # -- construction -----------------------------------------------------------

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Union
+from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import (
@@ -54,7 +55,7 @@ class StreamTarget:
 RUN_KWARG = "_ggro_run"
 """Private call kwarg carrying the model run (a run manager or a ``StreamTarget``) to ``_stream``."""
 
-RunRef = Union[CallbackManagerForLLMRun, AsyncCallbackManagerForLLMRun, StreamTarget, None]
+RunRef = CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | StreamTarget | None
 
 
 def _copy_manager(cls: type, run_manager: Any) -> Any:

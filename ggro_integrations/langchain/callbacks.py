@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -26,7 +27,7 @@ def describe(event: InterventionEvent) -> str:
     )
 
 
-def _fmt(value: Optional[float]) -> str:
+def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.3f}"
 
 
@@ -42,8 +43,8 @@ class GGROInterventionHandler(BaseCallbackHandler):
     def __init__(
         self,
         *,
-        log_level: Optional[int] = None,
-        on_intervention: Optional[Callable[[InterventionEvent, UUID], None]] = None,
+        log_level: int | None = None,
+        on_intervention: Callable[[InterventionEvent, UUID], None] | None = None,
     ) -> None:
         """``log_level`` logs each event on the ``ggro_integrations.langchain`` logger; ``on_intervention``
         is called with each event and its run id."""
@@ -59,8 +60,8 @@ class GGROInterventionHandler(BaseCallbackHandler):
         data: Any,
         *,
         run_id: UUID,
-        tags: Optional[list[str]] = None,
-        metadata: Optional[dict[str, Any]] = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         if name != INTERVENTION_EVENT_NAME:

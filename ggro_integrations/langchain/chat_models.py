@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Callable, Iterator, Literal, Optional, Sequence, Union
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, ClassVar, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -22,7 +23,7 @@ from ._runtime import RUN_KWARG, StreamTarget, async_emitter, iterate_in_thread,
 from .messages import to_chat_messages, tool_schema_names
 from .tools import ParsedToolCalls, parse_tool_calls, supports_tools, tool_choice_instruction
 
-ToolLike = Union[dict[str, Any], type, Callable[..., Any], BaseTool]
+ToolLike = dict[str, Any] | type | Callable[..., Any] | BaseTool
 
 
 class ChatGGRO(GGROFields, BaseChatModel):
@@ -39,9 +40,9 @@ class ChatGGRO(GGROFields, BaseChatModel):
         >>> ChatGGRO(decoder=my_decoder).with_config(configurable={})                                # doctest: +SKIP
     """
 
-    _ls_model_type = "chat"
+    _ls_model_type: ClassVar[str] = "chat"
 
-    disable_streaming: Union[bool, Literal["tool_calling"]] = "tool_calling"
+    disable_streaming: bool | Literal["tool_calling"] = "tool_calling"
     """With tools bound, ``stream()`` returns one chunk: a tool call is only known once the output is complete."""
 
     @classmethod
@@ -59,7 +60,7 @@ class ChatGGRO(GGROFields, BaseChatModel):
         self,
         tools: Sequence[ToolLike],
         *,
-        tool_choice: Optional[Union[dict[str, Any], str, bool]] = None,
+        tool_choice: dict[str, Any] | str | bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Offer ``tools`` to the policy through its chat template; calls come back as ``AIMessage.tool_calls``.
@@ -80,7 +81,7 @@ class ChatGGRO(GGROFields, BaseChatModel):
             kwargs["tool_choice"] = tool_choice
         return super().bind(tools=formatted, **kwargs)
 
-    def _chat_plan(self, messages: list[BaseMessage], stop: Optional[list[str]], kwargs: dict[str, Any]) -> CallPlan:
+    def _chat_plan(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> CallPlan:
         conversation = to_chat_messages(messages)
         tools = kwargs.get("tools") or None
         tool_choice = kwargs.get("tool_choice")
@@ -147,8 +148,8 @@ class ChatGGRO(GGROFields, BaseChatModel):
     def _generate(
         self,
         messages: list[BaseMessage],
-        stop: Optional[list[str]] = None,
-        run_manager: Optional[CallbackManagerForLLMRun] = None,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
         run = run_manager or kwargs.get(RUN_KWARG)
@@ -158,8 +159,8 @@ class ChatGGRO(GGROFields, BaseChatModel):
     async def _agenerate(
         self,
         messages: list[BaseMessage],
-        stop: Optional[list[str]] = None,
-        run_manager: Optional[AsyncCallbackManagerForLLMRun] = None,
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
         run = run_manager or kwargs.get(RUN_KWARG)
@@ -169,8 +170,8 @@ class ChatGGRO(GGROFields, BaseChatModel):
     def _stream(
         self,
         messages: list[BaseMessage],
-        stop: Optional[list[str]] = None,
-        run_manager: Optional[CallbackManagerForLLMRun] = None,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         # LangChain calls on_llm_new_token for chat chunks itself; we only emit interventions.
@@ -193,8 +194,8 @@ class ChatGGRO(GGROFields, BaseChatModel):
     async def _astream(
         self,
         messages: list[BaseMessage],
-        stop: Optional[list[str]] = None,
-        run_manager: Optional[AsyncCallbackManagerForLLMRun] = None,
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         plan = self._chat_plan(messages, stop, kwargs)
@@ -217,45 +218,60 @@ class ChatGGRO(GGROFields, BaseChatModel):
     # interventions still reach that run's callbacks, as ``_generate`` does with its run manager.
 
     def stream(
-        self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *, stop: Optional[list[str]] = None,
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:
         config, target = self._with_run_id(config)
         yield from super().stream(input, config, stop=stop, **{RUN_KWARG: target, **kwargs})
 
     async def astream(
-        self, input: LanguageModelInput, config: Optional[RunnableConfig] = None, *, stop: Optional[list[str]] = None,
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
         config, target = self._with_run_id(config)
         async for chunk in super().astream(input, config, stop=stop, **{RUN_KWARG: target, **kwargs}):
             yield chunk
 
-    def _with_run_id(self, config: Optional[RunnableConfig]) -> tuple[RunnableConfig, StreamTarget]:
+    def _with_run_id(self, config: RunnableConfig | None) -> tuple[RunnableConfig, StreamTarget]:
         config = ensure_config(config)
         run_id = config.get("run_id") or uuid7()
         config = {**config, "run_id": run_id}  # LangChain opens the model run with this id
         return config, StreamTarget(run_id, dict(config), self)
 
-    def _generate_with_cache(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
-                             run_manager: Optional[CallbackManagerForLLMRun] = None, **kwargs: Any) -> ChatResult:
+    def _generate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         if run_manager is not None:
             kwargs[RUN_KWARG] = run_manager
         return super()._generate_with_cache(messages, stop=stop, run_manager=run_manager, **kwargs)
 
-    async def _agenerate_with_cache(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
-                                    run_manager: Optional[AsyncCallbackManagerForLLMRun] = None,
-                                    **kwargs: Any) -> ChatResult:
+    async def _agenerate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         if run_manager is not None:
             kwargs[RUN_KWARG] = run_manager
         return await super()._agenerate_with_cache(messages, stop=stop, run_manager=run_manager, **kwargs)
 
-    def _get_invocation_params(self, stop: Optional[list[str]] = None, **kwargs: Any) -> dict[str, Any]:
+    def _get_invocation_params(self, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
         return super()._get_invocation_params(stop=stop, **self._clean_invocation_kwargs(kwargs))
 
-    def get_num_tokens_from_messages(
-        self, messages: list[BaseMessage], tools: Optional[Sequence[Any]] = None
-    ) -> int:
+    def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
         """Prompt tokens of ``messages`` as the policy sees them: chat template and tools included."""
         assert self.decoder is not None
         conversation = to_chat_messages(messages)
@@ -280,4 +296,3 @@ def _json(value: Any) -> str:
     import json
 
     return json.dumps(value)
-

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from langchain_core.runnables import ConfigurableField, Runnable
 from langchain_core.runnables.configurable import RunnableConfigurableFields
@@ -27,9 +28,7 @@ class ConfigurableGGRO(RunnableConfigurableFields):
         return self.bind(**bound.kwargs)  # type: ignore[attr-defined]
 
 
-def configurable_ggro(
-    model: GGROFields, fields: Optional[Iterable[str]] = None, *, prefix: str = ""
-) -> ConfigurableGGRO:
+def configurable_ggro(model: GGROFields, fields: Iterable[str] | None = None, *, prefix: str = "") -> ConfigurableGGRO:
     """``model.configurable_fields(...)`` for every GGRO knob, with ids ``prefix + name``.
 
     LangChain re-creates the model for a call that sets a value; the decoder (a
@@ -46,7 +45,6 @@ def configurable_ggro(
     if unknown:
         raise ConfigError(f"cannot make {unknown} configurable: not fields of {type(model).__name__}.")
     specs = {
-        name: ConfigurableField(id=prefix + name, name=name, description=known[name].description)
-        for name in names
+        name: ConfigurableField(id=prefix + name, name=name, description=known[name].description) for name in names
     }
     return ConfigurableGGRO(default=model, fields=specs)  # what model.configurable_fields(**specs) builds

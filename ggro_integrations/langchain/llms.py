@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Iterator, Optional
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, ClassVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseLLM
@@ -25,7 +26,7 @@ class GGROLLM(GGROFields, BaseLLM):
         >>> llm.invoke("Write a haiku about rain.", stop=["\\n\\n"])                           # doctest: +SKIP
     """
 
-    _ls_model_type = "llm"
+    _ls_model_type: ClassVar[str] = "llm"
 
     @classmethod
     def from_model_id(cls, model_id: str = "default", reward_model: Any = "default", **kwargs: Any) -> GGROLLM:
@@ -54,13 +55,27 @@ class GGROLLM(GGROFields, BaseLLM):
     # BaseLLM hands ``_generate`` only the first prompt's run manager (its own TODO); these
     # overrides pass all of them so each prompt's interventions reach that prompt's run.
 
-    def _generate_helper(self, prompts: list[str], stop: Optional[list[str]], run_managers: list[Any],
-                         *, new_arg_supported: bool, **kwargs: Any) -> LLMResult:
+    def _generate_helper(
+        self,
+        prompts: list[str],
+        stop: list[str] | None,
+        run_managers: list[Any],
+        *,
+        new_arg_supported: bool,
+        **kwargs: Any,
+    ) -> LLMResult:
         kwargs[RUN_KWARG] = list(run_managers)
         return super()._generate_helper(prompts, stop, run_managers, new_arg_supported=new_arg_supported, **kwargs)
 
-    async def _agenerate_helper(self, prompts: list[str], stop: Optional[list[str]], run_managers: list[Any],
-                                *, new_arg_supported: bool, **kwargs: Any) -> LLMResult:
+    async def _agenerate_helper(
+        self,
+        prompts: list[str],
+        stop: list[str] | None,
+        run_managers: list[Any],
+        *,
+        new_arg_supported: bool,
+        **kwargs: Any,
+    ) -> LLMResult:
         kwargs[RUN_KWARG] = list(run_managers)
         return await super()._agenerate_helper(
             prompts, stop, run_managers, new_arg_supported=new_arg_supported, **kwargs
@@ -76,15 +91,15 @@ class GGROLLM(GGROFields, BaseLLM):
     def _generate(
         self,
         prompts: list[str],
-        stop: Optional[list[str]] = None,
-        run_manager: Optional[CallbackManagerForLLMRun] = None,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
         generations: list[Generation] = []
         for i, prompt in enumerate(prompts):
             run = self._run_for(i, run_manager, kwargs)
             if self.streaming:  # stream internally so on_llm_new_token fires
-                merged: Optional[GenerationChunk] = None
+                merged: GenerationChunk | None = None
                 for chunk in self._stream(prompt, stop, run, **kwargs):
                     merged = chunk if merged is None else merged + chunk
                 assert merged is not None
@@ -96,15 +111,15 @@ class GGROLLM(GGROFields, BaseLLM):
     async def _agenerate(
         self,
         prompts: list[str],
-        stop: Optional[list[str]] = None,
-        run_manager: Optional[AsyncCallbackManagerForLLMRun] = None,
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
         generations: list[Generation] = []
         for i, prompt in enumerate(prompts):
             run = self._run_for(i, run_manager, kwargs)
             if self.streaming:
-                merged: Optional[GenerationChunk] = None
+                merged: GenerationChunk | None = None
                 async for chunk in self._astream(prompt, stop, run, **kwargs):
                     merged = chunk if merged is None else merged + chunk
                 assert merged is not None
@@ -117,8 +132,8 @@ class GGROLLM(GGROFields, BaseLLM):
     def _stream(
         self,
         prompt: str,
-        stop: Optional[list[str]] = None,
-        run_manager: Optional[CallbackManagerForLLMRun] = None,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
         # Unlike chat models, BaseLLM leaves on_llm_new_token to the implementation.
@@ -142,8 +157,8 @@ class GGROLLM(GGROFields, BaseLLM):
     async def _astream(
         self,
         prompt: str,
-        stop: Optional[list[str]] = None,
-        run_manager: Optional[AsyncCallbackManagerForLLMRun] = None,
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
         plan = self._plan(prompt, stop, kwargs)
@@ -170,7 +185,7 @@ class GGROLLM(GGROFields, BaseLLM):
         yield self._last_chunk(result)
 
     @staticmethod
-    def _text_chunk(text: str, run_manager: Optional[CallbackManagerForLLMRun]) -> GenerationChunk:
+    def _text_chunk(text: str, run_manager: CallbackManagerForLLMRun | None) -> GenerationChunk:
         chunk = GenerationChunk(text=text)
         if run_manager:
             run_manager.on_llm_new_token(text, chunk=chunk)

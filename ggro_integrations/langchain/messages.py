@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from langchain_core.messages import (
     AIMessage,
@@ -60,9 +61,7 @@ def to_chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
                 item["tool_calls"] = [_tool_call(c) for c in message.tool_calls]
             out.append(item)
         elif isinstance(message, ToolMessage):
-            out.append(
-                {"role": "tool", "content": content, "tool_call_id": message.tool_call_id, "name": message.name}
-            )
+            out.append({"role": "tool", "content": content, "tool_call_id": message.tool_call_id, "name": message.name})
         elif isinstance(message, FunctionMessage):
             out.append({"role": "tool", "content": content, "name": message.name})
         elif isinstance(message, ChatMessage):

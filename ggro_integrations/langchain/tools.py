@@ -14,8 +14,9 @@ import copy
 import json
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from ..decoding import GGRODecoder
 from ..errors import ConfigError
@@ -124,7 +125,7 @@ def _invalid(name: str | None, args: str, error: str) -> dict[str, Any]:
 
 
 def _strip_fence(text: str) -> str:
-    fenced = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", text, flags=re.S)
+    fenced = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", text, flags=re.DOTALL)
     return fenced.group(1) if fenced else text
 
 
@@ -134,7 +135,7 @@ def _loads(text: str) -> Any:
     return value
 
 
-_HERMES = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", flags=re.S)
+_HERMES = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", flags=re.DOTALL)
 
 
 def parse_tool_calls(text: str, tool_names: Sequence[str] | None = None) -> ParsedToolCalls:
@@ -202,8 +203,6 @@ def tool_choice_instruction(tool_choice: Any, tool_names: Sequence[str]) -> str 
         return "Answer by calling one of the provided functions."
     if isinstance(tool_choice, str):
         if tool_choice not in tool_names:
-            raise ConfigError(
-                f"tool_choice={tool_choice!r} names no bound tool; bound tools are {sorted(tool_names)}."
-            )
+            raise ConfigError(f"tool_choice={tool_choice!r} names no bound tool; bound tools are {sorted(tool_names)}.")
         return f"Answer by calling the function {tool_choice!r}."
     raise ConfigError(f"tool_choice must be 'auto', 'none', 'any', a tool name or a dict; got {tool_choice!r}.")

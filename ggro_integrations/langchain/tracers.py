@@ -8,8 +8,9 @@ which ``LangChainTracer`` sends with the run.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any, Optional, Sequence
+from typing import Any
 from uuid import UUID
 
 from langchain_core.tracers import LangChainTracer
@@ -22,7 +23,7 @@ from ..events import INTERVENTION_EVENT_NAME
 class CustomEventRecorder:
     """Mixin for ``BaseTracer`` subclasses: record custom events on the run they were sent to."""
 
-    record_event_names: Optional[Sequence[str]] = None
+    record_event_names: Sequence[str] | None = None
     """Names of custom events to keep; None keeps every custom event."""
 
     run_map: dict[str, Run]
@@ -33,8 +34,8 @@ class CustomEventRecorder:
         data: Any,
         *,
         run_id: UUID,
-        tags: Optional[list[str]] = None,
-        metadata: Optional[dict[str, Any]] = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         if self.record_event_names is not None and name not in self.record_event_names:

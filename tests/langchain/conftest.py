@@ -21,7 +21,7 @@ pytest.importorskip("langchain_core")
 # OpenMP threads make a 0.2 s generation take seconds.
 torch.set_num_threads(1)
 
-from lc_tiny import parts, scripted_decoder, tiny_decoder  # noqa: E402
+from lc_tiny import parts, scripted_decoder, tiny_decoder
 
 
 @pytest.fixture(scope="session")

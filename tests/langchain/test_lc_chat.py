@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from lc_tiny import timeless
 
 from ggro_integrations.errors import ConfigError, PromptError
 from ggro_integrations.langchain import ChatGGRO, GGROInterventionHandler
-from lc_tiny import timeless
 
 QUESTION = "Hello there, how are you?"
 USER = [{"role": "user", "content": QUESTION}]

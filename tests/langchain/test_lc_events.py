@@ -14,8 +14,8 @@ from langchain_core.tracers import LangChainTracer
 from lc_tiny import timeless
 
 from ggro_integrations.langchain import (
-    ChatGGRO,
     INTERVENTION_EVENT_NAME,
+    ChatGGRO,
     GGROInterventionHandler,
     GGRORunCollector,
     GGROTracer,
@@ -66,7 +66,10 @@ def test_events_from_stream_reach_the_model_run(chat):
 
 async def test_astream_events_v2_carries_interventions(chat):
     expected = chat.invoke([("system", "Answer briefly."), ("human", QUESTION)])
-    for runnable, inputs in ((chain_of(chat), {"question": QUESTION}), (chat, [("system", "Answer briefly."), ("human", QUESTION)])):
+    for runnable, inputs in (
+        (chain_of(chat), {"question": QUESTION}),
+        (chat, [("system", "Answer briefly."), ("human", QUESTION)]),
+    ):
         model_runs, custom, streamed = set(), [], ""
         async for ev in runnable.astream_events(inputs, version="v2"):
             if ev["event"] == "on_chat_model_start":

@@ -66,9 +66,13 @@ def test_bind_tools_round_trip(scripted):
     expected_prompt = decoder.tokenizer.apply_chat_template(
         [
             {"role": "user", "content": "What is 2 + 3?"},
-            {"role": "assistant", "content": "", "tool_calls": [
-                {"type": "function", "id": call["id"], "function": {"name": "add", "arguments": {"a": 2, "b": 3}}}
-            ]},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"type": "function", "id": call["id"], "function": {"name": "add", "arguments": {"a": 2, "b": 3}}}
+                ],
+            },
             {"role": "tool", "content": "5", "tool_call_id": call["id"], "name": "add"},
         ],
         tools=[schema],
@@ -128,13 +132,28 @@ def test_policy_without_tool_template_gets_a_clear_error(tiny_parts):
 @pytest.mark.parametrize(
     "text, names, calls, content",
     [
-        ('Let me add. <tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>', None,
-         [("add", {"a": 1, "b": 2})], "Let me add."),
-        ('<tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call><tool_call>{"name": "neg", '
-         '"arguments": "{\\"x\\": 4}"}</tool_call>', None, [("add", {"a": 1}), ("neg", {"x": 4})], ""),
+        (
+            'Let me add. <tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>',
+            None,
+            [("add", {"a": 1, "b": 2})],
+            "Let me add.",
+        ),
+        (
+            (
+                '<tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call><tool_call>{"name": "neg", '
+                '"arguments": "{\\"x\\": 4}"}</tool_call>'
+            ),
+            None,
+            [("add", {"a": 1}), ("neg", {"x": 4})],
+            "",
+        ),
         ('<tool_call>{"name": "add", "arguments": {"a": 1}}', None, [("add", {"a": 1})], ""),  # unterminated at EOS
-        ('<tool_call>[{"name": "add", "arguments": {"a": 1}}, {"name": "neg", "arguments": {}}]</tool_call>', None,
-         [("add", {"a": 1}), ("neg", {})], ""),
+        (
+            '<tool_call>[{"name": "add", "arguments": {"a": 1}}, {"name": "neg", "arguments": {}}]</tool_call>',
+            None,
+            [("add", {"a": 1}), ("neg", {})],
+            "",
+        ),
         ('{"name": "add", "parameters": {"a": 1}}', ["add"], [("add", {"a": 1})], ""),
         ('```json\n[{"name": "add", "arguments": {"a": 1}}]\n```', ["add"], [("add", {"a": 1})], ""),
         ('{"name": "add", "parameters": {"a": 1}}', ["sub"], [], '{"name": "add", "parameters": {"a": 1}}'),
@@ -165,7 +184,9 @@ def test_parse_invalid_tool_calls_are_reported_not_dropped():
 def test_missing_langchain_gives_install_hint(monkeypatch):
     # Pretend langchain-core is not installed, and forget our adapter so its import guard runs again.
     monkeypatch.setitem(sys.modules, "langchain_core", None)
-    for name in [m for m in sys.modules if m == "ggro_integrations.langchain" or m.startswith("ggro_integrations.langchain.")]:
+    for name in [
+        m for m in sys.modules if m == "ggro_integrations.langchain" or m.startswith("ggro_integrations.langchain.")
+    ]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.delattr(ggro_integrations, "langchain", raising=False)
     with pytest.raises(ImportError, match=re.escape('pip install "ggro-integrations[langchain]"')):
