@@ -3,9 +3,10 @@
 Custom events: ``CallbackManagerForLLMRun.on_custom_event`` is an empty stub in
 langchain-core, so the events are sent through a ``CallbackManager`` rebuilt
 from the run manager's handlers, addressed to the model run's id. Where
-LangChain gives ``_stream`` no run manager (``BaseChatModel.stream`` /
-``astream``), ``ChatGGRO`` fixes the run id up front and passes a
-``StreamTarget`` instead (see ``chat_models.py``).
+LangChain gives ``_stream`` no run manager, the adapters pass the run in the
+private kwarg ``RUN_KWARG``: the run manager (when ``invoke`` streams
+internally), or a ``StreamTarget`` (``ChatGGRO.stream`` / ``astream`` fix the
+run id up front), or, for ``GGROLLM``, one run manager per prompt.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class StreamTarget:
 
 
 RUN_KWARG = "_ggro_run"
-"""Private call kwarg carrying the model run (a run manager or a ``StreamTarget``) to ``_stream``."""
+"""Private call kwarg carrying the model run (run manager, ``StreamTarget``, or a list per prompt) to the hooks."""
 
 RunRef = CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | StreamTarget | None
 

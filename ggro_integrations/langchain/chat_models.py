@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -164,7 +165,7 @@ class ChatGGRO(GGROFields, BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         run = run_manager or kwargs.get(RUN_KWARG)
-        plan = self._chat_plan(messages, stop, kwargs)
+        plan = await asyncio.to_thread(self._chat_plan, messages, stop, kwargs)  # may load a reward model
         return self._chat_result(await self._arun(plan, async_emitter(run)), plan)
 
     def _stream(
@@ -198,7 +199,7 @@ class ChatGGRO(GGROFields, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        plan = self._chat_plan(messages, stop, kwargs)
+        plan = await asyncio.to_thread(self._chat_plan, messages, stop, kwargs)  # may load a reward model
         emit = async_emitter(run_manager or kwargs.get(RUN_KWARG))
         assert self.decoder is not None
         if not plan.streams or plan.tools:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
 
@@ -125,7 +126,8 @@ class GGROLLM(GGROFields, BaseLLM):
                 assert merged is not None
                 generations.append(Generation(text=merged.text, generation_info=merged.generation_info))
             else:
-                result = await self._arun(self._plan(prompt, stop, kwargs), async_emitter(run))
+                plan = await asyncio.to_thread(self._plan, prompt, stop, kwargs)  # may load a reward model
+                result = await self._arun(plan, async_emitter(run))
                 generations.append(self._generation(result))
         return self._llm_result(generations, self._model_name())
 
@@ -161,7 +163,7 @@ class GGROLLM(GGROFields, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        plan = self._plan(prompt, stop, kwargs)
+        plan = await asyncio.to_thread(self._plan, prompt, stop, kwargs)
         emit = async_emitter(run_manager)
         assert self.decoder is not None
         if not plan.streams:  # Best-of-N: one chunk at the end

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from typing import Any
 
@@ -207,12 +208,34 @@ async def test_astream_abatch_and_async_handlers(chat):
     assert [m.content for m in batch] == [expected.content] * 2
 
 
-async def test_astream_stops_decoding_when_the_consumer_stops(decoder):
-    chat = ChatGGRO(decoder=decoder, max_new_tokens=40)
-    agen = chat.astream(QUESTION)
-    first = await agen.__anext__()
+async def test_stopping_an_async_stream_stops_the_worker():
+    from ggro_integrations.langchain._runtime import iterate_in_thread
+
+    produced, closed = [], threading.Event()
+
+    def slow():
+        try:
+            for i in range(200):
+                time.sleep(0.01)
+                produced.append(i)
+                yield i
+        finally:
+            closed.set()
+
+    agen = iterate_in_thread(slow())
+    assert [await agen.__anext__(), await agen.__anext__()] == [0, 1]
     await agen.aclose()
-    assert isinstance(first.content, str)
+    assert await asyncio.to_thread(closed.wait, 5.0)  # the worker closed the generator...
+    assert len(produced) < 20  # ...within an item or two, not after decoding everything
+
+
+async def test_errors_in_the_decoding_thread_reach_the_caller(chat):
+    too_long = "water " * 600  # the decoder finds this out in the worker thread, when decoding starts
+    with pytest.raises(PromptError, match="context window"):
+        async for _ in chat.astream(too_long):
+            pass
+    with pytest.raises(PromptError, match="context window"):
+        await chat.ainvoke(too_long)
 
 
 def test_non_text_content_is_refused_clearly(chat):
