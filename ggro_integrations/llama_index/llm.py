@@ -8,10 +8,12 @@ become ``GGROInterventionEvent`` s dispatched within the call's span, and the
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import torch
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -205,13 +207,13 @@ class GGROLLM(CustomLLM):
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        call = self._prepare(self._completion_prompt(prompt, formatted), kwargs)
+        call = await self._aprepare(self._completion_prompt(prompt, formatted), kwargs)
         result = await self._adrain(call, active_span_id.get())
         return CompletionResponse(text=result.text, additional_kwargs=summary(result), raw=raw(result))
 
     @llm_completion_callback()
     async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
-        call = self._prepare(self._completion_prompt(prompt, formatted), kwargs)
+        call = await self._aprepare(self._completion_prompt(prompt, formatted), kwargs)
         span_id = active_span_id.get()
 
         async def gen() -> CompletionResponseAsyncGen:
@@ -241,13 +243,13 @@ class GGROLLM(CustomLLM):
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        call = self._prepare(to_conversation(messages), kwargs)
+        call = await self._aprepare(to_conversation(messages), kwargs)
         result = await self._adrain(call, active_span_id.get())
         return _chat_response(result.text, None, result)
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        call = self._prepare(to_conversation(messages), kwargs)
+        call = await self._aprepare(to_conversation(messages), kwargs)
         span_id = active_span_id.get()
 
         async def gen() -> ChatResponseAsyncGen:
@@ -290,19 +292,26 @@ class GGROLLM(CustomLLM):
         as_conversation(prompt)  # PromptError on an empty prompt or malformed messages
         return _Call(prompt=prompt, strategy=strategy, n=n, reward=reward, overrides=options)
 
+    async def _aprepare(self, prompt: Prompt, kwargs: Mapping[str, Any]) -> _Call:
+        # Off the loop: naming a reward model for the first time loads it, which can take seconds.
+        return await asyncio.to_thread(self._prepare, prompt, kwargs)
+
     def _resolve_reward(self, spec: Any) -> RewardModel | None:
         if spec is None:
             return None  # the decoder's own
         from ..rewards.registry import load_reward_model
 
         device = self.device
-        policy_device = self._decoder.model.get_input_embeddings().weight.device
+        policy_device = self._policy_device()
         if device is None and policy_device.type != "cpu":
             device = str(policy_device)  # a reward model named per call lives next to the policy
         reward = load_reward_model(spec, device=device, dtype=self.dtype)
         if reward is not self._decoder.reward_model:
             reward.check_policy_tokenizer(self._decoder.tokenizer)
         return reward
+
+    def _policy_device(self) -> torch.device:
+        return self._decoder.model.get_input_embeddings().weight.device
 
     def _open(self, call: _Call) -> GenerationStream:
         decoder = self._decoder
@@ -337,11 +346,9 @@ class GGROLLM(CustomLLM):
         assert stream.result is not None
         yield stream.result.text, "", stream.result
 
-    async def _aiterate(
-        self, call: _Call, span_id: str | None
-    ) -> AsyncIterator[tuple[str, str, GGROResult | None]]:
+    async def _aiterate(self, call: _Call, span_id: str | None) -> AsyncIterator[tuple[str, str, GGROResult | None]]:
         """The async twin of ``_iterate``: decoding runs in a worker thread."""
-        stream = ThreadedStream(self._open(call))
+        stream = ThreadedStream(self._open(call), device=self._policy_device())
         items = stream.__aiter__()
         text = ""
         try:

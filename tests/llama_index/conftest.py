@@ -22,7 +22,7 @@ from llama_index.core.instrumentation.span import SimpleSpan
 from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
 from pydantic import Field
 
-from ggro_integrations import GGRODecoder
+from ggro_integrations import GGRODecoder, RewardModelError
 from ggro_integrations.llama_index import GGROLLM
 from ggro_integrations.rewards import HFRewardModel, RewardModel, RewardSession
 from ggro_integrations.rewards.registry import register_reward_model
@@ -180,21 +180,27 @@ def recorder() -> Any:
 class SlowReward(RewardModel):
     """Delegates to ``inner`` but sleeps in every scoring call: makes decoding take measurable time."""
 
-    def __init__(self, inner: RewardModel, delay: float) -> None:
+    def __init__(self, inner: RewardModel, delay: float, *, fail_after: int | None = None) -> None:
         self.inner, self.delay, self.name = inner, delay, f"slow-{inner.name}"
+        self.fail_after = fail_after
+        self.calls = 0
+        """Scoring calls made so far, across sessions."""
 
     def session(self, conversation: Any, policy_tokenizer: Any) -> RewardSession:
-        return _SlowSession(self.inner.session(conversation, policy_tokenizer), self.delay)
+        return _SlowSession(self, self.inner.session(conversation, policy_tokenizer))
 
 
 class _SlowSession(RewardSession):
-    def __init__(self, inner: RewardSession, delay: float) -> None:
+    def __init__(self, owner: SlowReward, inner: RewardSession) -> None:
         super().__init__()
-        self.inner, self.delay = inner, delay
+        self.owner, self.inner = owner, inner
         self.usage = inner.usage
 
     def score(self, prefix: Sequence[int], continuations: Sequence[Sequence[int]]) -> Any:
-        time.sleep(self.delay)
+        self.owner.calls += 1
+        if self.owner.fail_after is not None and self.owner.calls > self.owner.fail_after:
+            raise RewardModelError("the scorer broke mid-decoding")
+        time.sleep(self.owner.delay)
         return self.inner.score(prefix, continuations)
 
     def gradient_gains(self, prefix: Sequence[int], continuation: Sequence[int], candidates: Sequence[int]) -> Any:

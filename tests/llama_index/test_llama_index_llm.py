@@ -243,6 +243,33 @@ async def test_async_stream_closed_early(llm):
     assert (await llm.acomplete(PROMPT)).text  # the LLM is still usable
 
 
+async def test_async_error_mid_decoding_propagates(decoder, li_reward):
+    llm = GGROLLM(decoder=decoder).with_options(reward_model=SlowReward(li_reward, 0.0, fail_after=3))
+    with pytest.raises(RewardModelError, match="broke mid-decoding"):
+        await llm.acomplete(PROMPT)
+    llm = GGROLLM(decoder=decoder).with_options(reward_model=SlowReward(li_reward, 0.0, fail_after=3))
+    stream = await llm.astream_chat(MESSAGES)
+    with pytest.raises(RewardModelError, match="broke mid-decoding"):
+        async for _ in stream:
+            pass
+
+
+async def test_cancelling_acomplete_stops_the_worker(decoder, li_reward):
+    slow = SlowReward(li_reward, delay=0.02)
+    llm = GGROLLM(decoder=decoder).with_options(reward_model=slow, max_new_tokens=128)
+    task = asyncio.create_task(llm.acomplete(PROMPT))
+    while slow.calls < 3:  # decoding is under way in the worker thread
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(1.0)  # the worker finishes the step it was in, then stops
+    settled = slow.calls
+    await asyncio.sleep(0.5)
+    assert slow.calls == settled, "the worker kept decoding after the caller was cancelled"
+    assert settled < 60  # far from a full 128-token generation (about 5 scoring calls per trigger)
+
+
 async def _max_tick_gap(work):
     """Run ``work`` while a coroutine ticks every 2 ms; the longest gap between ticks and the elapsed time."""
     gaps: list[float] = []
