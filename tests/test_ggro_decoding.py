@@ -87,14 +87,16 @@ def test_ggro_never_scores_below_its_unmodified_segments(policy, tokenizer, rewa
     assert result.reward == pytest.approx(session.score([], [result.token_ids]).values[0].item(), abs=1e-5)
 
 
-def test_parallel_and_sequential_agree_on_planted_reward_and_count_work(policy, tokenizer, greedy_run):
+def test_parallel_and_sequential_agree_on_planted_reward(policy, tokenizer, greedy_run):
     tops = top_k_at_triggers(policy, tokenizer, greedy_run, 10)
     planted = next(t for t in sorted(tops[0]) if t != greedy_run.interventions[0].original_token_id)
     decoder = GGRODecoder(policy, tokenizer, token_counter(tokenizer, planted), **BASE, nudge_top_k=10)
     seq = decoder.generate(PROMPT, refinement="sequential")
     par = decoder.generate(PROMPT, refinement="parallel")
     assert seq.interventions[0].chosen_token_id == par.interventions[0].chosen_token_id == planted
-    assert par.stats.policy_forward_passes < seq.stats.policy_forward_passes + 1
+    # Only the planted token has a positive predicted gain, so both modes try exactly the same candidates.
+    assert seq.token_ids == par.token_ids and seq.reward == par.reward
+    assert [e.refinements_used for e in seq.interventions] == [e.refinements_used for e in par.interventions]
 
 
 def test_stream_orders_events_before_text_and_matches_generate(policy, tokenizer, reward_hf_model):

@@ -432,17 +432,14 @@ class _Generation:
         segments = self.segments.decode(cache, rows, self.committed, [t for t, _ in ranked])
         trials = [_Scored(seg, self._trial(seg, gain)) for seg, (_, gain) in zip(segments, ranked)]
         self._score(trials)
-        best, best_row = base, 0
-        for row, item in enumerate(trials):
-            if item.reward > best.reward:
-                best, best_row = item, row
-        select_row(cache, best_row)
-        if best is base:
-            crop_cache(cache, prefix_len)
-            self._refeed(cache, base.segment)
-        elif best.segment.finish is None:
-            # Rows ran in lockstep: drop what was fed after this row's segment ended.
-            crop_cache(cache, prefix_len + len(best.segment.tokens))
+        best = base
+        for item in trials:
+            if item.reward > best.reward:  # ties keep the earlier (the unmodified first)
+                best = item
+        # Rows left the batched cache as they finished: keep one row's prefix and re-feed the winner.
+        select_row(cache, 0)
+        crop_cache(cache, prefix_len)
+        self._refeed(cache, best.segment)
         stop_reason = "budget" if len(ranked) == cfg.num_refinements else "no_positive_gain"
         return best, trials, stop_reason
 

@@ -60,25 +60,29 @@ class SegmentDecoder:
         ``first_tokens[i]`` forces row ``i``'s first token (None: the base rule
         picks it). ``min_tokens`` overrides the minimum length before a trigger
         may end a row (0 lets a row end before its first token).
+
+        With one row, ``cache`` ends holding exactly the prefix and the segment.
+        With several, rows are dropped from the cache as they finish, so
+        afterwards it holds an unspecified subset: crop it back to the prefix.
         """
         minimum = self.min_tokens if min_tokens is None else min_tokens
-        rows = logits.shape[0]
-        segments = [Segment() for _ in range(rows)]
-        active = list(range(rows))
+        segments = [Segment() for _ in range(logits.shape[0])]
+        active = list(range(len(segments)))  # segment index of each cache / logits row
         committed = list(committed)
         committed_text_len = len(self._text(committed)) if self.stops else 0
         while active:
-            entropy = token_entropy(logits)
-            chosen = self.rule(logits)
-            still: list[int] = []
-            for i in active:
+            # One device-to-host transfer each per step, not one per row (matters on GPUs).
+            entropy = token_entropy(logits).tolist()
+            chosen = self.rule(logits).tolist()
+            still: list[int] = []  # rows of this step that go on
+            for row, i in enumerate(active):
                 seg = segments[i]
-                h = float(entropy[i])
+                h = entropy[row]
                 if len(seg.tokens) >= minimum and h >= self.threshold:
-                    seg.end_logits = logits[i : i + 1].clone()
+                    seg.end_logits = logits[row : row + 1].clone()
                     continue
                 forced = first_tokens[i] if not seg.tokens else None
-                token = int(forced if forced is not None else chosen[i])
+                token = int(forced) if forced is not None else chosen[row]
                 if token in self.eos_ids:
                     seg.finish = "eos"
                     continue
@@ -89,14 +93,15 @@ class SegmentDecoder:
                 if len(committed) + len(seg.tokens) >= self.max_new_tokens:
                     seg.finish = "length"
                     continue
-                still.append(i)
+                still.append(row)
             if not still:
                 break
-            # Every row is fed so the batch stays rectangular; rows that already
-            # finished get a filler token whose cache entries are cropped away later.
-            feed = [[segments[i].tokens[-1]] if i in still else [0] for i in range(rows)]
-            logits = self.runner.forward(feed, cache)
-            active = still
+            if len(still) < len(active):
+                # Finished rows leave the batch, so no compute is spent on them. Their cache rows
+                # go too: a caller that needs a finished row's cache re-feeds its segment.
+                cache.batch_select_indices(torch.tensor(still, device=logits.device))
+                active = [active[row] for row in still]
+            logits = self.runner.forward([[segments[i].tokens[-1]] for i in active], cache)
         return segments
 
     def _text(self, ids: Sequence[int]) -> str:
