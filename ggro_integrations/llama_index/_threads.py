@@ -13,8 +13,6 @@ import threading
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-import torch
-
 from ..decoding import GenerationStream, GGROResult
 from ..decoding.result import StreamItem
 
@@ -24,9 +22,8 @@ _ITEM, _DONE, _ERROR = "item", "done", "error"
 class ThreadedStream:
     """``async for item in ThreadedStream(stream)``; afterwards ``.result`` holds the ``GGROResult``."""
 
-    def __init__(self, stream: GenerationStream, device: torch.device | None = None) -> None:
+    def __init__(self, stream: GenerationStream) -> None:
         self._stream = stream
-        self._device = device
         self.result: GGROResult | None = None
 
     def __aiter__(self) -> AsyncIterator[StreamItem]:
@@ -44,10 +41,6 @@ class ThreadedStream:
                 stop.set()
 
         def work() -> None:
-            if self._device is not None and self._device.type == "cuda":
-                # A fresh thread has no current CUDA context; without one cuBLAS warns at the
-                # first backward pass (the reward gradient) and binds the primary context itself.
-                torch.cuda.set_device(self._device)
             items = iter(self._stream)
             try:
                 for item in items:

@@ -348,7 +348,7 @@ class GGROLLM(CustomLLM):
 
     async def _aiterate(self, call: _Call, span_id: str | None) -> AsyncIterator[tuple[str, str, GGROResult | None]]:
         """The async twin of ``_iterate``: decoding runs in a worker thread."""
-        stream = ThreadedStream(self._open(call), device=self._policy_device())
+        stream = ThreadedStream(self._open(call))
         items = stream.__aiter__()
         text = ""
         try:

