@@ -7,7 +7,6 @@ with", so ``ChatGGRO(decoder=d)`` behaves exactly like ``d``; a value set here
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import os
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ from ..errors import ConfigError
 from ..events import InterventionEvent
 from ..models import DEFAULT_POLICY_ID
 from ..rewards.base import RewardModel
-from ._runtime import RUN_KWARG, AsyncEmit, SyncEmit, iterate_in_thread
+from ._runtime import RUN_KWARG, AsyncEmit, SyncEmit, iterate_in_thread, run_in_thread
 
 # LangChain's standard constructor parameters for hosted models. A local policy has no key,
 # network timeout or retries; accepting (and ignoring) them keeps code written for other chat
@@ -218,9 +217,13 @@ class GGROFields(BaseModel):
 
         device = self.device
         if device is None:
-            policy_device = self.decoder.model.get_input_embeddings().weight.device  # type: ignore[union-attr]
+            policy_device = self._policy_device()
             device = None if policy_device.type == "cpu" else str(policy_device)
         return load_reward_model(spec, device=device, dtype=self.dtype)
+
+    def _policy_device(self) -> Any:
+        assert self.decoder is not None
+        return self.decoder.model.get_input_embeddings().weight.device
 
     # -- running ------------------------------------------------------------------
 
@@ -240,9 +243,11 @@ class GGROFields(BaseModel):
         """``_run`` off the event loop: decoding happens in a worker thread."""
         assert self.decoder is not None
         if not plan.streams:
-            return await asyncio.to_thread(self.decoder.generate, plan.prompt, **plan.decoder_kwargs())
+            return await run_in_thread(
+                self.decoder.generate, plan.prompt, device=self._policy_device(), **plan.decoder_kwargs()
+            )
         stream = self.decoder.stream(plan.prompt, **plan.decoder_kwargs())
-        async for item in iterate_in_thread(stream):
+        async for item in iterate_in_thread(stream, self._policy_device()):
             if isinstance(item, InterventionEvent):
                 await emit(item)
         assert stream.result is not None

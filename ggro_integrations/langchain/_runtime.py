@@ -117,7 +117,26 @@ def async_emitter(run: RunRef) -> AsyncEmit:
 _DONE = object()
 
 
-async def iterate_in_thread(items: Iterable[Any]) -> AsyncIterator[Any]:
+def bind_device(device: Any) -> None:
+    """Make ``device`` the worker thread's current CUDA device: a new thread starts on cuda:0, and code
+    that allocates on "cuda" without an index would otherwise land there, not next to the policy."""
+    if device is not None and getattr(device, "type", None) == "cuda":
+        import torch
+
+        torch.cuda.set_device(device)
+
+
+async def run_in_thread(fn: Callable[..., Any], *args: Any, device: Any = None, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` in a worker thread bound to ``device``, awaited without blocking the loop."""
+
+    def call() -> Any:
+        bind_device(device)
+        return fn(*args, **kwargs)
+
+    return await asyncio.to_thread(call)
+
+
+async def iterate_in_thread(items: Iterable[Any], device: Any = None) -> AsyncIterator[Any]:
     """Iterate a blocking iterable in a worker thread, handing each item to the event loop as it comes.
 
     Decoding is CPU/GPU-bound Python; running it on the loop would freeze every
@@ -135,6 +154,7 @@ async def iterate_in_thread(items: Iterable[Any]) -> AsyncIterator[Any]:
             cancelled.set()
 
     def produce() -> None:
+        bind_device(device)
         iterator: Iterator[Any] = iter(items)
         try:
             for item in iterator:

@@ -206,7 +206,7 @@ class ChatGGRO(GGROFields, BaseChatModel):
             yield self._final_chunk(await self._arun(plan, emit), plan, streamed_text=False)
             return
         stream = self.decoder.stream(plan.prompt, **plan.decoder_kwargs())
-        async for item in iterate_in_thread(stream):
+        async for item in iterate_in_thread(stream, self._policy_device()):
             if isinstance(item, InterventionEvent):
                 await emit(item)
             elif item.text:

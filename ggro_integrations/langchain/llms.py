@@ -174,7 +174,7 @@ class GGROLLM(GGROFields, BaseLLM):
             yield chunk
         else:
             stream = self.decoder.stream(plan.prompt, **plan.decoder_kwargs())
-            async for item in iterate_in_thread(stream):
+            async for item in iterate_in_thread(stream, self._policy_device()):
                 if isinstance(item, InterventionEvent):
                     await emit(item)
                 elif item.text:
