@@ -114,8 +114,8 @@ class GGROLLM(CustomLLM):
         model_id: Any = "default",
         reward_model: Any = "default",
         *,
-        device: str | None = None,
-        dtype: str | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
         trust_remote_code: bool = False,
         **kwargs: Any,
     ) -> GGROLLM:
@@ -129,7 +129,7 @@ class GGROLLM(CustomLLM):
             llm_fields["model_name"] = _policy_name(model_id, decoder)
         # A name stays on the LLM (it resolves to the same cached model); anything else lives in the decoder.
         name = reward_model if isinstance(reward_model, str) else None
-        return cls(decoder=decoder, reward_model=name, device=device, dtype=dtype, **llm_fields)
+        return cls(decoder=decoder, reward_model=name, device=_as_name(device), dtype=_as_name(dtype), **llm_fields)
 
     @classmethod
     def class_name(cls) -> str:
@@ -280,7 +280,8 @@ class GGROLLM(CustomLLM):
             raise ConfigError(f"strategy must be one of {list(STRATEGIES)}; got {strategy!r}.")
         n = options.pop("n", None)
         spec = options.pop("reward_model", None)
-        self._decoder.config.replace(**options)  # raises ConfigError naming the bad field
+        # Raises ConfigError naming the bad field; ``n`` is Best-of-N's sample count.
+        self._decoder.config.replace(**options, **({"best_of_n": n} if n is not None else {}))
         reward = self._resolve_reward(spec) if spec is not None else self._default_reward
         if prompt is None:
             return _Call(prompt="", strategy=strategy, n=n, reward=reward, overrides=options)  # settings check only
@@ -431,6 +432,14 @@ def _chat_response(text: str, delta: str | None, result: GGROResult | None) -> C
     if result is None:
         return ChatResponse(message=message, delta=delta)
     return ChatResponse(message=message, delta=delta, additional_kwargs=summary(result), raw=raw(result))
+
+
+def _as_name(value: Any) -> str | None:
+    """``torch.device("cuda:0")`` -> ``"cuda:0"``, ``torch.bfloat16`` -> ``"bfloat16"``: the registry
+    normalises both spellings to the same cache key."""
+    if value is None or isinstance(value, str):
+        return value
+    return str(value).removeprefix("torch.")
 
 
 def _policy_name(model_id: str, decoder: GGRODecoder) -> str:

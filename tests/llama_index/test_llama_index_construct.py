@@ -6,6 +6,7 @@ import importlib
 import sys
 
 import pytest
+import torch
 from conftest import CONFIG, PROMPT, SECOND_RM
 
 from ggro_integrations.llama_index import GGROLLM
@@ -32,6 +33,13 @@ def test_from_model_id_splits_llm_fields_from_ggro_options(li_policy, li_tokeniz
     )
     assert (llm.model_name, llm.system_prompt) == ("tiny", "Be brief.")
     assert llm.decoder.config.max_new_tokens == 5 == llm.metadata.num_output
+
+
+def test_from_model_id_accepts_torch_device_and_dtype(li_policy, li_tokenizer, li_reward_b):
+    llm = GGROLLM.from_model_id((li_policy, li_tokenizer), SECOND_RM, device=torch.device("cpu"), dtype=torch.float32)
+    assert (llm.device, llm.dtype) == ("cpu", "float32")
+    # A per-call name resolves through the same registry key as the decoder's own reward model.
+    assert llm._resolve_reward(SECOND_RM) is llm.decoder.reward_model
 
 
 def test_payload_shows_ggro_settings(llm):

@@ -194,6 +194,11 @@ def test_empty_prompts(llm):
         llm.chat([ChatMessage(role=MessageRole.USER, content="")])
 
 
+def test_bad_best_of_n_count(llm):
+    with pytest.raises(ConfigError, match="best_of_n"):
+        llm.stream_complete(PROMPT, strategy="best_of_n", n=0)
+
+
 def test_unknown_option_lists_valid_ones(llm):
     with pytest.raises(ConfigError, match="entropy_treshold.*entropy_threshold"):
         llm.complete(PROMPT, entropy_treshold=2.0)
