@@ -4,7 +4,7 @@ with LangChain and LlamaIndex adapters in ``ggro_integrations.langchain`` and
 
 from ._version import __version__
 from .config import GGROConfig
-from .decoding import GenerationStream, GGRODecoder, GGROResult, GGROStats
+from .decoding import GenerationStream, GGRODecoder, GGROResult, GGROStats, calibrate_entropy_threshold
 from .errors import ConfigError, GGROError, PromptError, RewardModelError, VocabularyMismatchError
 from .events import INTERVENTION_EVENT_NAME, CandidateTrial, InterventionEvent, TextDelta
 from .factory import build_decoder
@@ -28,5 +28,6 @@ __all__ = [
     "VocabularyMismatchError",
     "__version__",
     "build_decoder",
+    "calibrate_entropy_threshold",
     "load_policy",
 ]

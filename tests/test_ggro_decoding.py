@@ -251,3 +251,27 @@ def test_plain_prompts_without_a_chat_template(tokenizer):
     assert result.token_ids == expected[0, ids.shape[1] :].tolist()[: len(result.token_ids)]
     with pytest.raises(PromptError, match="chat template"):
         GGRODecoder(model, plain, None).generate("hi", strategy="greedy", use_chat_template=True)
+
+
+def test_calibrated_threshold_hits_the_target_rate(policy, tokenizer):
+    from ggro_integrations import calibrate_entropy_threshold
+    from ggro_integrations.decoding import policy_entropies
+
+    decoder = GGRODecoder(policy, tokenizer, None, max_new_tokens=30)
+    prompts = [PROMPT, "Why is the world so big?", "Hello"]
+    threshold = calibrate_entropy_threshold(decoder, prompts, target_rate=0.25, max_new_tokens=30)
+    # Independent count: entropies recomputed from the policy's logits over the greedy responses.
+    entropies = []
+    for prompt in prompts:
+        result = decoder.generate(prompt, strategy="greedy")
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                             tokenize=False)
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        logits = policy(input_ids=torch.tensor([ids + result.token_ids])).logits[0, len(ids) - 1 : -1]
+        logp = torch.log_softmax(logits.float(), -1)
+        entropies += (-(logp.exp() * logp).sum(-1)).tolist()
+    assert len(entropies) == len(policy_entropies(decoder, prompts, max_new_tokens=30))
+    rate = sum(h >= threshold for h in entropies) / len(entropies)
+    assert abs(rate - 0.25) < 0.05
+    with pytest.raises(ConfigError, match="target_rate"):
+        calibrate_entropy_threshold(decoder, prompts, target_rate=1.5)

@@ -1,5 +1,6 @@
 """The framework-free GGRO decoder (imports torch and transformers only)."""
 
+from .calibration import calibrate_entropy_threshold, policy_entropies
 from .decoder import STRATEGIES, GGRODecoder
 from .result import GenerationStream, GGROResult, GGROStats
 from .rules import BaseRule, token_entropy
@@ -13,5 +14,7 @@ __all__ = [
     "GGROStats",
     "GenerationStream",
     "StopSequences",
+    "calibrate_entropy_threshold",
+    "policy_entropies",
     "token_entropy",
 ]

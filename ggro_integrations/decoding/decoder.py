@@ -148,7 +148,8 @@ class GGRODecoder:
         reward = _resolve_reward_model(reward_model) if reward_model is not None else self.reward_model
         if reward is not None and reward is not self.reward_model:
             reward.check_policy_tokenizer(self.tokenizer)
-        if strategy in ("ggro", "best_of_n") and reward is None:
+        # With no refinements GGRO only monitors entropy, which needs no reward model.
+        if reward is None and (strategy == "best_of_n" or (strategy == "ggro" and cfg.num_refinements > 0)):
             raise ConfigError(
                 f"strategy={strategy!r} needs a reward model; pass reward_model= to GGRODecoder or to this call."
             )
