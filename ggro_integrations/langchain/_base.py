@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .._version import __version__
 from ..config import GGROConfig, config_field_names
@@ -141,6 +141,21 @@ class GGROFields(BaseModel):
                 hint = f" Did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(f"{cls.__name__} has no option {key!r}.{hint} GGRO options: {', '.join(KNOBS)}.")
         return values
+
+    @field_validator("device", "dtype", mode="before")
+    @classmethod
+    def _torch_objects_as_names(cls, value: Any) -> Any:
+        # torch.device("cuda:0") -> "cuda:0", torch.bfloat16 -> "bfloat16": names keep the model
+        # serialisable and give the registry the same cache key as a name passed directly.
+        if value is None or isinstance(value, str):
+            return value
+        import torch
+
+        if isinstance(value, torch.device):
+            return str(value)
+        if isinstance(value, torch.dtype):
+            return str(value).removeprefix("torch.")
+        return value
 
     @model_validator(mode="after")
     def _build_ggro_decoder(self) -> Any:

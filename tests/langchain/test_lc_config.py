@@ -143,3 +143,11 @@ def test_configurable_model_keeps_its_knobs_after_bind_tools(scripted):
     assert message.usage_metadata["output_tokens"] == 3  # the knob reached the call
     assert "<tools>" in decoder.model.prompts[-1]  # and so did the tools
     assert [c["name"] for c in model.invoke("hi").tool_calls] == ["add"]
+
+
+def test_device_and_dtype_accept_torch_objects(decoder):
+    import torch
+
+    chat = ChatGGRO(decoder=decoder, device=torch.device("cpu"), dtype=torch.float32)
+    assert (chat.device, chat.dtype) == ("cpu", "float32")
+    assert ChatGGRO(decoder=decoder, device="cpu", dtype="bfloat16").dtype == "bfloat16"
