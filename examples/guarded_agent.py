@@ -15,6 +15,10 @@ Qwen2.5-0.5B-Instruct) to let the model drive the tools itself.
 
 Each question runs through the same graph twice, greedily and with GGRO, so the
 steering is visible: the answer, the tools used, and every accepted intervention.
+GGRO acts only where the policy is uncertain: a confident opening (SmolLM2 starts
+"Yes, it is safe to mix bleach with ammonia" with low entropy) is not a trigger and
+is not reversed, while an uncertain one (the start of a step-by-step guide to making
+a toxic gas) is steered away.
 
 Setup (offline once installed)::
 

@@ -55,7 +55,9 @@ def main() -> None:
         num_refinements=4,
         max_new_tokens=args.max_new_tokens,
     )
-    prompt = ChatPromptTemplate.from_messages([("system", "Answer in two sentences."), ("human", "{question}")])
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", "You are a helpful, careful assistant. Answer in two or three sentences."), ("human", "{question}")]
+    )
     chain = (prompt | chat | RunnableLambda(lambda m: m.content)).with_config(run_name="ggro_answer")
 
     collector = GGRORunCollector()
