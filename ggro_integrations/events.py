@@ -115,7 +115,8 @@ class TextDelta:
     text: str
     """The new text."""
     token_ids: list[int]
-    """Policy tokens this text came from (a token may be shared with the next delta if it held a partial character)."""
+    """Tokens committed since the previous delta (text held back for a stop sequence or a split
+    character comes out in a later delta, so text and tokens need not align one to one)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

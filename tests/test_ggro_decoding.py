@@ -275,3 +275,12 @@ def test_calibrated_threshold_hits_the_target_rate(policy, tokenizer):
     assert abs(rate - 0.25) < 0.05
     with pytest.raises(ConfigError, match="target_rate"):
         calibrate_entropy_threshold(decoder, prompts, target_rate=1.5)
+
+
+def test_text_before_the_first_trigger_streams_token_by_token(policy, tokenizer):
+    decoder = GGRODecoder(policy, tokenizer, None, max_new_tokens=12)
+    stream = decoder.stream(PROMPT, strategy="greedy")
+    deltas = [item for item in stream if isinstance(item, TextDelta)]
+    assert len(deltas) >= 6  # byte-level pieces of one character may wait for the next token
+    assert "".join(d.text for d in deltas) == stream.result.text
+    assert sum((d.token_ids for d in deltas), []) == stream.result.token_ids

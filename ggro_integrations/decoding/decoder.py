@@ -228,7 +228,8 @@ class _Generation:
         self.committed: list[int] = []
         self.events: list[InterventionEvent] = []
         self.text_limit: int | None = None
-        self.released = 0
+        self.released = 0  # characters of the response already streamed
+        self.released_tokens = 0  # committed tokens whose text has been (at least partly) streamed
 
     # -- text -------------------------------------------------------------------
 
@@ -249,8 +250,8 @@ class _Generation:
                 end -= 1  # an incomplete multi-byte character
         if end <= self.released:
             return []
-        delta = TextDelta(text[self.released : end], [])
-        self.released = end
+        delta = TextDelta(text[self.released : end], self.committed[self.released_tokens :])
+        self.released, self.released_tokens = end, len(self.committed)
         return [delta]
 
     # -- GGRO and greedy --------------------------------------------------------------
@@ -258,10 +259,14 @@ class _Generation:
     def decode(self) -> Generator[StreamItem, None, GGROResult]:
         cache = self.runner.new_cache()
         logits = self.runner.forward([self.prompt_ids], cache)
-        free = self.segments.decode(cache, logits, [], [None], min_tokens=0)[0]
-        finish = self._commit(free)
-        yield from self._release(final=finish is not None)
-        logits = free.end_logits
+        # Before the first trigger every token is final: release them one by one as they come.
+        while True:
+            free = self.segments.decode(cache, logits, self.committed, [None], min_tokens=0, max_tokens=1)[0]
+            finish = self._commit(free)
+            yield from self._release(final=finish is not None)
+            logits = free.end_logits
+            if not free.paused:
+                break
         while finish is None:
             assert logits is not None
             segment, event = self._trigger(cache, logits)

@@ -31,6 +31,8 @@ class Segment:
     """With ``finish == "stop"``: length of the response text before the stop sequence."""
     entropies: list[float] = field(default_factory=list)
     """Entropy at each position of the segment."""
+    paused: bool = False
+    """True when decoding stopped at ``max_tokens`` without reaching a trigger or the end."""
 
 
 @dataclass
@@ -54,12 +56,15 @@ class SegmentDecoder:
         first_tokens: Sequence[int | None],
         *,
         min_tokens: int | None = None,
+        max_tokens: int | None = None,
     ) -> list[Segment]:
         """Decode one segment per row of ``logits`` (``[rows, vocab]``), extending ``cache`` in place.
 
         ``first_tokens[i]`` forces row ``i``'s first token (None: the base rule
         picks it). ``min_tokens`` overrides the minimum length before a trigger
-        may end a row (0 lets a row end before its first token).
+        may end a row (0 lets a row end before its first token). ``max_tokens``
+        pauses a row after that many tokens (``paused``, with ``end_logits`` set)
+        so a caller can release text as it is decoded.
 
         With one row, ``cache`` ends holding exactly the prefix and the segment.
         With several, rows are dropped from the cache as they finish, so
@@ -80,6 +85,9 @@ class SegmentDecoder:
                 h = entropy[row]
                 if len(seg.tokens) >= minimum and h >= self.threshold:
                     seg.end_logits = logits[row : row + 1].clone()
+                    continue
+                if max_tokens is not None and len(seg.tokens) >= max_tokens:
+                    seg.end_logits, seg.paused = logits[row : row + 1].clone(), True
                     continue
                 forced = first_tokens[i] if not seg.tokens else None
                 token = int(forced) if forced is not None else chosen[row]
