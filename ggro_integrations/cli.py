@@ -139,19 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
         "generate",
         help="generate a response with GGRO (and baselines with --compare)",
         description="Generate with GGRO on the embedded default model or any Hugging Face causal LM.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     gen.add_argument("prompt", nargs="?", help="the prompt ('-' reads it from stdin)")
     gen.add_argument("--file", metavar="PROMPTS.jsonl", help="run every prompt of a JSONL file (see docs/cli.md)")
     gen.add_argument("--output", "-o", metavar="PATH", help="with --file: write JSONL results here (default: stdout)")
-    gen.add_argument("--model", default="default", help="policy: 'default' (SmolLM2-135M-Instruct), a hub id or a path")
-    gen.add_argument("--reward-model", default="default", help="reward model: a registered name, a hub id or a path")
+    gen.add_argument("--model", default="default", help="policy: 'default' (SmolLM2-135M-Instruct, the default), a hub id or a path")
+    gen.add_argument("--reward-model", default="default", help="reward model: a registered name ('default'), a hub id or a path")
     gen.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, mps (default: cpu)")
     gen.add_argument(
         "--dtype", default=None, choices=("float32", "bfloat16", "float16", "auto"), help="weights dtype (default: the checkpoint's)"
     )
     gen.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
-    gen.add_argument("--strategy", choices=STRATEGY_NAMES, default="ggro", help="main decoding strategy")
+    gen.add_argument("--strategy", choices=STRATEGY_NAMES, default="ggro", help="main decoding strategy (default: ggro)")
     gen.add_argument(
         "--compare",
         metavar="LIST",

@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     save_file(
         {"weight": head.weight.detach().contiguous(), "bias": head.bias.detach().contiguous()},
         str(args.out_dir / HEAD_FILE),
-        metadata={"name": DEFAULT_REWARD_NAME, "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+        metadata={"name": DEFAULT_REWARD_NAME},  # one key: safetensors orders header keys arbitrarily
     )
     metadata = {
         "name": DEFAULT_REWARD_NAME,
@@ -411,12 +411,11 @@ def main(argv: list[str] | None = None) -> int:
         "data_sha256": data_digest(args.data_dir),
         "command": " ".join(["python training/train_default_reward.py", *_result_args(argv)]),
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
-        "seconds": round(time.perf_counter() - started, 1),
         "heldout_pair_rewards": pair_rewards(head, heldout),
     }
     (args.out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
     os.chmod(args.out_dir / HEAD_FILE, 0o644)  # safetensors writes 0600; installed package data must be readable
-    print(f"\nwrote {args.out_dir / HEAD_FILE} and {METADATA_FILE} ({metadata['seconds']} s)")
+    print(f"\nwrote {args.out_dir / HEAD_FILE} and {METADATA_FILE} ({time.perf_counter() - started:.0f} s)")
     return 0
 
 
