@@ -136,11 +136,12 @@ def build(quick: bool, threshold: float | None) -> tuple[GGRODecoder, dict[str, 
         )
         return decoder, {"policy": "tiny random Llama (64 hidden, 4 layers)", "reward": "tiny random Llama classifier"}
     from ggro_integrations import build_decoder
-    from ggro_integrations.rewards.default import DEFAULT_ENTROPY_THRESHOLD, DEFAULT_REWARD_NAME
+    from ggro_integrations.rewards.default import DEFAULT_POLICY_SETTINGS, DEFAULT_REWARD_NAME
 
-    decoder = build_decoder(
-        "default", "default", entropy_threshold=threshold if threshold is not None else DEFAULT_ENTROPY_THRESHOLD
-    )
+    settings = dict(DEFAULT_POLICY_SETTINGS)  # the measured settings for the embedded default
+    if threshold is not None:
+        settings["entropy_threshold"] = threshold
+    decoder = build_decoder("default", "default", **settings)
     return decoder, {"policy": "SmolLM2-135M-Instruct (embedded default)", "reward": DEFAULT_REWARD_NAME}
 
 
@@ -216,8 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     prompts, long_prompt = load_prompts(args.quick)
     if args.limit:
         prompts = prompts[: args.limit]
-    settings = {"max_new_tokens": args.max_new_tokens or (24 if args.quick else 64), "num_refinements": 8,
-                "nudge_top_k": 25}
+    settings = {"max_new_tokens": args.max_new_tokens or (24 if args.quick else 64), "num_refinements": 8}
     decoder.generate(prompts[0], strategy="greedy", max_new_tokens=4)  # warm-up: first-call allocations
     rows = run_case(decoder, "short", prompts, settings)
     rows += run_case(decoder, "long", [long_prompt], settings)
@@ -232,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         **models,
         "short prompts": len(prompts),
         "long prompt tokens": long_tokens,
-        "entropy_threshold": decoder.config.replace(**{}).entropy_threshold,
+        "entropy_threshold": decoder.config.entropy_threshold,
+        "nudge_top_k": decoder.config.nudge_top_k,
         **settings,
     }
     md = "\n".join(f"- **{k}**: {v}" for k, v in header.items()) + "\n\n" + table(rows) + "\n"
