@@ -124,12 +124,10 @@ def build_graph(model: Any, fold_tool_results: bool) -> Any:
 
 
 def default_threshold() -> float:
-    try:
-        from ggro_integrations.rewards.default import DEFAULT_ENTROPY_THRESHOLD
+    """The entropy threshold measured for the embedded default policy (docs/default-model.md)."""
+    from ggro_integrations.rewards.default import DEFAULT_ENTROPY_THRESHOLD
 
-        return float(DEFAULT_ENTROPY_THRESHOLD)
-    except ImportError:
-        return 2.5  # SmolLM2-135M is above 1.5 nats on half its tokens; see docs/config.md
+    return DEFAULT_ENTROPY_THRESHOLD
 
 
 def run(graph: Any, question: str, strategy: str) -> tuple[str, list[str], GGROInterventionHandler, float]:

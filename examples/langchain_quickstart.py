@@ -38,12 +38,10 @@ QUESTIONS = [
 
 
 def default_threshold() -> float:
-    try:
-        from ggro_integrations.rewards.default import DEFAULT_ENTROPY_THRESHOLD
+    """The entropy threshold measured for the embedded default policy (docs/default-model.md)."""
+    from ggro_integrations.rewards.default import DEFAULT_ENTROPY_THRESHOLD
 
-        return float(DEFAULT_ENTROPY_THRESHOLD)
-    except ImportError:
-        return 2.5  # SmolLM2-135M is above 1.5 nats on half its tokens; see docs/config.md
+    return DEFAULT_ENTROPY_THRESHOLD
 
 
 def main() -> None:
