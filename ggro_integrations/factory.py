@@ -29,9 +29,19 @@ def build_decoder(
     """A decoder for ``model`` (``"default"``, a hub id, a path, or ``(model, tokenizer)``)
     steered by ``reward_model`` (any spec ``load_reward_model`` accepts).
 
+    For ``model="default"`` the measured settings of the embedded default
+    (``rewards.default.DEFAULT_POLICY_SETTINGS``: entropy threshold 3.0, top-K 5)
+    apply unless ``config`` or explicit keyword arguments say otherwise.
+
     Example:
         >>> decoder = build_decoder("default", "default", entropy_threshold=2.5)  # doctest: +SKIP
     """
+    if model == "default" and config is None:
+        # Thresholds are a property of the policy's entropy scale: the embedded default comes with
+        # its measured settings (docs/default-model.md); anything passed explicitly wins.
+        from .rewards.default import DEFAULT_POLICY_SETTINGS
+
+        overrides = {**DEFAULT_POLICY_SETTINGS, **overrides}
     policy, tokenizer = load_policy(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     reward = None
     if reward_model is not None:
