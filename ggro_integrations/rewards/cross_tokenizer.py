@@ -99,22 +99,6 @@ class CrossTokenizerSession(SharedVocabSession):
         cover = [j for j, (s, e) in enumerate(enc["offset_mapping"]) if s < end and e > start]
         return list(enc["input_ids"]), cover
 
-    def gradient_gains(self, prefix: TokenIds, continuation: TokenIds, candidates: TokenIds) -> torch.Tensor:
-        return self._reward_and_gains(prefix, continuation, candidates)[1]
-
-    def score_and_gradient_gains(
-        self, prefix: TokenIds, continuation: TokenIds, candidates: TokenIds
-    ) -> tuple[RewardScores, torch.Tensor]:
-        """The continuation's reward and its candidates' gains from one forward + backward.
-
-        Overrides the shared-vocabulary version, which would read policy ids as reward ids.
-        """
-        reward, gains = self._reward_and_gains(prefix, continuation, candidates)
-        if reward is None:  # no pass was needed for the gains: score the usual way
-            return self.score(prefix, [continuation]), gains
-        self.usage.sequences_scored += 1
-        return RewardScores(torch.tensor([reward], dtype=torch.float32)), gains
-
     def _reward_and_gains(
         self, prefix: TokenIds, continuation: TokenIds, candidates: TokenIds
     ) -> tuple[float | None, torch.Tensor]:

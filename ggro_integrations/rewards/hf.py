@@ -257,7 +257,11 @@ class SharedVocabSession(RewardSession):
     def _reward_and_gains(
         self, prefix: TokenIds, continuation: TokenIds, candidates: TokenIds
     ) -> tuple[float | None, torch.Tensor]:
-        """One forward + backward over the continuation: its reward and every candidate's predicted gain."""
+        """One forward + backward over the continuation: its reward and every candidate's predicted gain.
+
+        ``gradient_gains`` and ``score_and_gradient_gains`` both go through here, so a
+        session that reads the response differently (cross-tokenizer) overrides only this.
+        """
         if not continuation:
             raise ValueError("continuation must hold at least the trigger token")
         n = self._extend_prefix(prefix)
