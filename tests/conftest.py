@@ -41,3 +41,12 @@ def policy(tokenizer):
 @pytest.fixture(scope="session")
 def reward_hf_model(tokenizer):
     return tiny_reward_model(tokenizer, "llama")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread (and far faster than two on a shared, busy CPU)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -38,12 +38,7 @@ def _pairs(split: str) -> list[dict]:
     return [r for r in rows if r["split"] == split]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # -- the shipped files ------------------------------------------------------------------------------

@@ -24,13 +24,7 @@ from ggro_integrations.testing import _corpus, permuted_tokenizer, tiny_causal_l
 CONVERSATION = as_conversation("Tell me about the water")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and far faster than two on a shared, busy CPU)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def reference(model, reward_tokenizer, policy_tokenizer, conversation, ids) -> float:
