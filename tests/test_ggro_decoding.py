@@ -284,3 +284,28 @@ def test_text_before_the_first_trigger_streams_token_by_token(policy, tokenizer)
     assert len(deltas) >= 6  # byte-level pieces of one character may wait for the next token
     assert "".join(d.text for d in deltas) == stream.result.text
     assert sum((d.token_ids for d in deltas), []) == stream.result.token_ids
+
+
+@pytest.mark.parametrize("refinement", ["sequential", "parallel"])
+def test_a_nudge_that_completes_a_stop_sequence_is_the_candidate_stop_here(policy, tokenizer, reward_hf_model, refinement):
+    # Regression: a forced first token that completes a stop sequence used to leave an empty
+    # segment and crash with IndexError. It is a real candidate (end the response at the trigger)
+    # and must be scored like any other.
+    reward = HFRewardModel(reward_hf_model, tokenizer)
+    knobs = dict(max_new_tokens=30, entropy_threshold=0.0, num_refinements=6, min_segment_tokens=3)
+    decoder = GGRODecoder(policy, tokenizer, reward, refinement=refinement, **knobs)
+    prompts = ["Tell me about the water", "What is the kind of house", "Hello there, how do you help"]
+    emptied = 0
+    for prompt in prompts:
+        free = decoder.generate(prompt, strategy="greedy").text
+        for start in range(0, min(len(free) - 1, 24), 4):
+            for stop in {free[start : start + 1], free[start : start + 2]}:
+                result = decoder.generate(prompt, stop=[stop])
+                assert stop not in result.text
+                for event in result.interventions:
+                    for trial in event.candidates:
+                        assert trial.reward is not None and trial.reward == trial.reward  # finite, not NaN
+                        emptied += trial.num_tokens == 0 and not trial.is_original
+                    if event.accepted and not event.chosen_segment:
+                        assert result.finish_reason == "stop" and event.position == len(result.token_ids)
+    assert emptied, "no stop string made a nudged candidate empty; the test lost its point"

@@ -53,6 +53,12 @@ class _Scored:
         return self.trial.reward
 
 
+def _first(segment: Segment) -> int:
+    """The token a segment starts with at its trigger (kept even when a stop sequence trimmed it)."""
+    assert segment.first_token is not None
+    return segment.first_token
+
+
 class GGRODecoder:
     """Gradient-Guided Reward Optimization over a Hugging Face causal LM.
 
@@ -292,9 +298,10 @@ class _Generation:
         entropy = float(token_entropy(logits)[0])
         base = self.segments.decode(cache, logits, self.committed, [None])[0]
         if not base.tokens:
-            # The base rule ends the response right here (EOS at the trigger): nothing to steer.
+            # The base rule ends the response right here (EOS, or a token that completes a stop
+            # sequence): the user's end condition, as final as EOS, so nothing to steer.
             return base, None
-        original = base.tokens[0]
+        original = base.first_token
         base_trial = self._trial(base, None, is_original=True)
         candidates_tried: list[_Scored] = []
         stop_reason = "disabled"
@@ -316,8 +323,8 @@ class _Generation:
             threshold=cfg.entropy_threshold,
             original_token_id=original,
             original_token=self._decode([original]),
-            chosen_token_id=best.tokens[0],
-            chosen_token=self._decode([best.tokens[0]]),
+            chosen_token_id=_first(best),
+            chosen_token=self._decode([_first(best)]),
             base_reward=base_trial.reward,
             best_reward=best_trial.reward,
             accepted=best is not base,
@@ -334,7 +341,7 @@ class _Generation:
         return best, event
 
     def _trial(self, segment: Segment, gain: float | None, *, is_original: bool = False) -> CandidateTrial:
-        token = segment.tokens[0]
+        token = _first(segment)
         return CandidateTrial(
             token_id=token,
             token=self._decode([token]),
@@ -377,7 +384,7 @@ class _Generation:
         base_gains: torch.Tensor,
     ) -> tuple[_Scored, list[_Scored], str]:
         cfg = self.cfg
-        tried = {base.segment.tokens[0]}
+        tried = {_first(base.segment)}
         best, in_cache = base, base
         gains: torch.Tensor | None = base_gains
         trials: list[_Scored] = []
@@ -407,7 +414,10 @@ class _Generation:
             trials.append(item)
             in_cache = item
             if item.reward > best.reward:  # ties keep the earlier (the unmodified first)
-                best, gains = item, None
+                best = item
+                # Gains are taken at the new best's trigger token. An emptied segment ("stop right
+                # here") has no token to differentiate at: the ranking from the last one stands.
+                gains = None if item.segment.tokens else gains
         self._restore(cache, prefix_len, best, in_cache)
         return best, trials, stop_reason
 
@@ -424,7 +434,7 @@ class _Generation:
         ranked = rank_nudges(
             candidates,
             gains,
-            {base.segment.tokens[0]},
+            {_first(base.segment)},
             count=cfg.num_refinements,
             selection=cfg.nudge_selection,
             temperature=cfg.nudge_temperature,

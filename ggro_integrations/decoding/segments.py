@@ -33,6 +33,9 @@ class Segment:
     """Entropy at each position of the segment."""
     paused: bool = False
     """True when decoding stopped at ``max_tokens`` without reaching a trigger or the end."""
+    first_token: int | None = None
+    """The token the segment started with, kept when a stop sequence trims it away: an emptied
+    segment is the legitimate candidate "end the response right here"."""
 
 
 @dataclass
@@ -94,6 +97,8 @@ class SegmentDecoder:
                 if token in self.eos_ids:
                     seg.finish = "eos"
                     continue
+                if not seg.tokens:
+                    seg.first_token = token
                 seg.tokens.append(token)
                 seg.entropies.append(h)
                 if self.stops and self._hit_stop(seg, committed, committed_text_len):
