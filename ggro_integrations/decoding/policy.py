@@ -1,15 +1,11 @@
-"""The policy side: prompt formatting and counted forward passes over a KV cache."""
+"""The policy side of a call: prompt formatting, end-of-sequence ids, the context window."""
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Sequence
-
-import torch
 
 from ..conversation import Conversation, plain_text
 from ..errors import PromptError
-from ..kv_cache import cache_kwargs, new_cache
 
 
 def uses_chat_template(tokenizer: Any, prompt: Any, use_chat_template: bool | None) -> bool:
@@ -57,31 +53,3 @@ def context_window(model: Any) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
-
-
-class PolicyRunner:
-    """Runs the policy one chunk at a time over a cache, counting the work done."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.forward_passes = 0
-        self.tokens_processed = 0
-        params = inspect.signature(type(model).forward).parameters
-        self._keep_last = "logits_to_keep" in params
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.get_input_embeddings().weight.device
-
-    def new_cache(self) -> Any:
-        return new_cache(self.model.config)
-
-    @torch.no_grad()
-    def forward(self, ids: torch.Tensor | Sequence[Sequence[int]], cache: Any) -> torch.Tensor:
-        """Feed ``ids`` (``[batch, length]``) after ``cache``; returns last-position logits ``[batch, vocab]``."""
-        ids = torch.as_tensor(ids, device=self.device)
-        extra = {"logits_to_keep": 1} if self._keep_last else {}
-        out = self.model(input_ids=ids, **cache_kwargs(self.model, cache), **extra)
-        self.forward_passes += 1
-        self.tokens_processed += ids.numel()
-        return out.logits[:, -1, :].float()

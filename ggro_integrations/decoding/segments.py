@@ -1,32 +1,35 @@
-"""Decoding runs of tokens that end at the next trigger, in one or many rows.
+"""Segments and the rules that end them, shared by every policy backend.
 
 A *segment* starts at a token (forced, or chosen by the base rule) and runs
 until the next trigger — a position whose entropy is at or above the threshold
 with at least ``min_tokens`` tokens produced since the segment began — or until
-the response ends (EOS, a stop sequence, the token budget). Rows of a batch are
-decoded in lockstep over one batched cache and finish independently.
+the response ends (EOS, a stop sequence, the token budget). Backends decide
+*how* tokens are produced (an in-process KV cache, a serving engine); these
+rules decide, token by token, where a segment ends, so every backend ends
+segments at exactly the same places.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
-
-from .policy import PolicyRunner
-from .rules import BaseRule, token_entropy
 from .stopping import StopSequences
+
+if TYPE_CHECKING:
+    from ..backends.base import NextToken
 
 
 @dataclass
 class Segment:
+    """One row's decoded segment."""
+
     tokens: list[int] = field(default_factory=list)
     """Tokens of the segment (EOS excluded; a stop sequence trimmed away)."""
     finish: str | None = None
-    """None when it ended at a trigger; else ``"eos"``, ``"stop"`` or ``"length"``."""
-    end_logits: torch.Tensor | None = None
-    """Policy logits for the position after the segment (set when ``finish`` is None)."""
+    """None when it ended at a trigger (or paused); else ``"eos"``, ``"stop"`` or ``"length"``."""
+    end: NextToken | None = None
+    """The policy's next-token distribution after the segment (set when ``finish`` is None)."""
     text_limit: int | None = None
     """With ``finish == "stop"``: length of the response text before the stop sequence."""
     entropies: list[float] = field(default_factory=list)
@@ -39,100 +42,80 @@ class Segment:
 
 
 @dataclass
-class SegmentDecoder:
-    """Everything needed to decode segments for one generation."""
+class SegmentRules:
+    """Where segments end for one generation: trigger threshold, EOS, stop sequences, token budget."""
 
-    runner: PolicyRunner
     tokenizer: Any
-    rule: BaseRule
     threshold: float
+    """Entropy at or above which a position is a trigger (``inf``: never)."""
     min_tokens: int
+    """Fewest tokens a segment holds before a trigger may end it."""
     eos_ids: set[int]
     stops: StopSequences
     max_new_tokens: int
 
-    def decode(
-        self,
-        cache: Any,
-        logits: torch.Tensor,
-        committed: Sequence[int],
-        first_tokens: Sequence[int | None],
-        *,
-        min_tokens: int | None = None,
-        max_tokens: int | None = None,
-    ) -> list[Segment]:
-        """Decode one segment per row of ``logits`` (``[rows, vocab]``), extending ``cache`` in place.
+    def row(self, committed: Sequence[int], *, min_tokens: int | None = None, max_tokens: int | None = None) -> RowRules:
+        """Rules for one batch of rows continuing ``committed`` (the response so far)."""
+        return RowRules(self, list(committed), self.min_tokens if min_tokens is None else min_tokens, max_tokens)
 
-        ``first_tokens[i]`` forces row ``i``'s first token (None: the base rule
-        picks it). ``min_tokens`` overrides the minimum length before a trigger
-        may end a row (0 lets a row end before its first token). ``max_tokens``
-        pauses a row after that many tokens (``paused``, with ``end_logits`` set)
-        so a caller can release text as it is decoded.
-
-        With one row, ``cache`` ends holding exactly the prefix and the segment.
-        With several, rows are dropped from the cache as they finish, so
-        afterwards it holds an unspecified subset: crop it back to the prefix.
-        """
-        minimum = self.min_tokens if min_tokens is None else min_tokens
-        segments = [Segment() for _ in range(logits.shape[0])]
-        active = list(range(len(segments)))  # segment index of each cache / logits row
-        committed = list(committed)
-        committed_text_len = len(self._text(committed)) if self.stops else 0
-        while active:
-            # One device-to-host transfer each per step, not one per row (matters on GPUs).
-            entropy = token_entropy(logits).tolist()
-            chosen = self.rule(logits).tolist()
-            still: list[int] = []  # rows of this step that go on
-            for row, i in enumerate(active):
-                seg = segments[i]
-                h = entropy[row]
-                if len(seg.tokens) >= minimum and h >= self.threshold:
-                    seg.end_logits = logits[row : row + 1].clone()
-                    continue
-                if max_tokens is not None and len(seg.tokens) >= max_tokens:
-                    seg.end_logits, seg.paused = logits[row : row + 1].clone(), True
-                    continue
-                forced = first_tokens[i] if not seg.tokens else None
-                token = int(forced) if forced is not None else chosen[row]
-                if token in self.eos_ids:
-                    seg.finish = "eos"
-                    continue
-                if not seg.tokens:
-                    seg.first_token = token
-                seg.tokens.append(token)
-                seg.entropies.append(h)
-                if self.stops and self._hit_stop(seg, committed, committed_text_len):
-                    continue
-                if len(committed) + len(seg.tokens) >= self.max_new_tokens:
-                    seg.finish = "length"
-                    continue
-                still.append(row)
-            if not still:
-                break
-            if len(still) < len(active):
-                # Finished rows leave the batch, so no compute is spent on them. Their cache rows
-                # go too: a caller that needs a finished row's cache re-feeds its segment.
-                cache.batch_select_indices(torch.tensor(still, device=logits.device))
-                active = [active[row] for row in still]
-            logits = self.runner.forward([[segments[i].tokens[-1]] for i in active], cache)
-        return segments
-
-    def _text(self, ids: Sequence[int]) -> str:
+    def text(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
-    def _hit_stop(self, seg: Segment, committed: list[int], committed_text_len: int) -> bool:
+
+class RowRules:
+    """``SegmentRules`` bound to the committed response that a batch of rows continues."""
+
+    def __init__(self, rules: SegmentRules, committed: list[int], min_tokens: int, max_tokens: int | None) -> None:
+        self.rules = rules
+        self.committed = committed
+        self.min_tokens = min_tokens
+        self.max_tokens = max_tokens
+        self._committed_text_len = len(rules.text(committed)) if rules.stops else 0
+
+    def ends_before(self, seg: Segment, entropy: float) -> bool:
+        """Whether ``seg`` ends before the position about to be decoded: at a trigger, or paused.
+
+        When it does, the backend sets ``seg.end`` to the next-token distribution there.
+        """
+        if len(seg.tokens) >= self.min_tokens and entropy >= self.rules.threshold:
+            return True
+        if self.max_tokens is not None and len(seg.tokens) >= self.max_tokens:
+            seg.paused = True
+            return True
+        return False
+
+    def add(self, seg: Segment, token: int, entropy: float) -> bool:
+        """Append ``token`` to ``seg``; False when that ends it (EOS, a stop sequence, the budget)."""
+        rules = self.rules
+        if token in rules.eos_ids:
+            seg.finish = "eos"
+            return False
+        if not seg.tokens:
+            seg.first_token = token
+        seg.tokens.append(token)
+        seg.entropies.append(entropy)
+        if rules.stops and self._hit_stop(seg):
+            return False
+        if len(self.committed) + len(seg.tokens) >= rules.max_new_tokens:
+            seg.finish = "length"
+            return False
+        return True
+
+    def _hit_stop(self, seg: Segment) -> bool:
+        rules, committed = self.rules, self.committed
         response = committed + seg.tokens
-        text = self._text(response)
+        text = rules.text(response)
         # A stop may straddle the committed text and the segment: search a little before it.
-        longest = max(len(s) for s in self.stops.stops)
-        index = self.stops.find(text, max(0, committed_text_len - longest + 1))
+        longest = max(len(s) for s in rules.stops.stops)
+        index = rules.stops.find(text, max(0, self._committed_text_len - longest + 1))
         if index is None:
             return False
         # Keep the fewest tokens whose text covers everything before the stop sequence.
         keep = len(response)
-        while keep > len(committed) and len(self._text(response[: keep - 1])) >= index:
+        while keep > len(committed) and len(rules.text(response[: keep - 1])) >= index:
             keep -= 1
         del seg.tokens[keep - len(committed) :]
+        del seg.entropies[keep - len(committed) :]
         seg.finish = "stop"
         seg.text_limit = index
         return True

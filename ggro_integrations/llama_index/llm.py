@@ -34,7 +34,7 @@ from pydantic import Field, PrivateAttr
 from ..config import config_field_names
 from ..conversation import Prompt, as_conversation
 from ..decoding import GenerationStream, GGRODecoder, GGROResult
-from ..decoding.decoder import STRATEGIES
+from ..decoding.call import STRATEGIES
 from ..errors import ConfigError
 from ..events import InterventionEvent, TextDelta
 from ..factory import build_decoder
