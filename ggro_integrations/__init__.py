@@ -5,7 +5,7 @@ with LangChain and LlamaIndex adapters in ``ggro_integrations.langchain`` and
 from ._version import __version__
 from .config import GGROConfig
 from .decoding import GenerationStream, GGRODecoder, GGROResult, GGROStats, calibrate_entropy_threshold
-from .errors import ConfigError, GGROError, PromptError, RewardModelError, VocabularyMismatchError
+from .errors import ConfigError, GenerationCancelled, GGROError, PromptError, RewardModelError, VocabularyMismatchError
 from .events import INTERVENTION_EVENT_NAME, CandidateTrial, InterventionEvent, TextDelta
 from .factory import build_decoder
 from .models import PolicyLoadError, load_policy
@@ -17,6 +17,7 @@ __all__ = [
     "GGROConfig",
     "GGRODecoder",
     "GGROError",
+    "GenerationCancelled",
     "GGROResult",
     "GGROStats",
     "GenerationStream",

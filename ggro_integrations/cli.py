@@ -27,10 +27,11 @@ import typing
 from typing import Any, Iterator, Sequence
 
 from .config import GGROConfig, config_field_names
+from .decoding.call import STRATEGIES
 from .errors import GGROError
 from .rewards.default import DEFAULT_POLICY_SETTINGS
 
-STRATEGY_NAMES = ("ggro", "greedy", "best_of_n")
+STRATEGY_NAMES = STRATEGIES
 
 
 class UsageError(Exception):
@@ -237,7 +238,7 @@ def run_prompt(decoder: Any, prompt: Any, strategy: str, compare: list[tuple[str
     runs = [(strategy, None)] + [r for r in compare if r != (strategy, None)]
     out = []
     for name, n in runs:
-        result = decoder.generate(prompt, strategy=name, n=n)
+        result = decoder.generate(prompt, strategy=name, **({"best_of_n": n} if n is not None else {}))
         label = name if name != "best_of_n" else f"best_of_n:{n or result.config.get('best_of_n')}"
         out.append({"label": label, "result": result})
     return out

@@ -27,3 +27,7 @@ class RewardModelError(GGROError, ValueError):
 
 class VocabularyMismatchError(RewardModelError):
     """The reward model's tokenizer does not share the policy's vocabulary."""
+
+
+class GenerationCancelled(GGROError):
+    """The generation was cancelled (``GenerationStream.cancel()``, or an async caller that went away)."""

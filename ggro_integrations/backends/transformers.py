@@ -125,6 +125,7 @@ class TransformersSession(PolicySession):
         if rows > 1:
             self.cache.batch_repeat_interleave(rows)
         while active:
+            self.rules.check_cancelled()
             # One device-to-host transfer each per step, not one per row (matters on GPUs).
             entropy = token_entropy(logits).tolist()
             chosen = self.rule(logits).tolist()

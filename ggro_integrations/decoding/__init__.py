@@ -1,7 +1,7 @@
 """The framework-free GGRO decoder (imports torch and transformers only)."""
 
 from .calibration import calibrate_entropy_threshold, policy_entropies
-from .call import OPTION_NAMES, STRATEGIES, CallOptions, PreparedCall
+from .call import OPTION_NAMES, STRATEGIES, CallOptions, CallSettings, PreparedCall
 from .decoder import GGRODecoder
 from .result import GenerationStream, GGROResult, GGROStats
 from .rules import BaseRule, token_entropy
@@ -12,6 +12,7 @@ __all__ = [
     "STRATEGIES",
     "BaseRule",
     "CallOptions",
+    "CallSettings",
     "GGRODecoder",
     "GGROResult",
     "GGROStats",

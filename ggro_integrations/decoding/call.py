@@ -108,22 +108,29 @@ class CallOptions:
 
 
 @dataclass
-class PreparedCall:
-    """A validated call, ready to decode: ``GGRODecoder.prepare`` makes one, ``generate``/``stream`` run it."""
+class CallSettings:
+    """Options resolved against a decoder: ``GGRODecoder.settle`` makes them (no prompt needed)."""
 
     config: GGROConfig
-    """The effective configuration of this call."""
+    """The effective configuration."""
     strategy: str
     reward: RewardModel | None
-    """The reward model steering (or judging) this call; None only where none is needed."""
-    conversation: Conversation
-    prompt_ids: list[int]
-    """The formatted prompt in policy token ids."""
+    """The reward model that steers (or judges) the call; None when neither the call nor the decoder names one."""
     tools: list[dict[str, Any]] | None = None
 
     @property
     def needs_reward(self) -> bool:
+        """Whether the strategy scores anything (GGRO with no refinements only monitors entropy)."""
         return self.strategy == "best_of_n" or (self.strategy == "ggro" and self.config.num_refinements > 0)
+
+
+@dataclass
+class PreparedCall(CallSettings):
+    """A validated call, ready to decode: ``GGRODecoder.prepare`` makes one, ``generate``/``stream`` run it."""
+
+    conversation: Conversation = field(default_factory=list)
+    prompt_ids: list[int] = field(default_factory=list)
+    """The formatted prompt in policy token ids."""
 
 
 def reward_label(spec: Any) -> Any:

@@ -8,6 +8,7 @@ by default), the reward model only through its session.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any, Generator
 
@@ -20,7 +21,7 @@ from ..conversation import Prompt, as_conversation
 from ..errors import ConfigError, PromptError
 from ..rewards.base import RewardModel
 from .best_of_n import run_best_of_n
-from .call import CallOptions, PreparedCall
+from .call import CallOptions, CallSettings, PreparedCall
 from .generation import Generation
 from .ggro import run_ggro
 from .policy import encode_prompt, uses_chat_template
@@ -93,22 +94,23 @@ class GGRODecoder:
             reward.check_policy_tokenizer(self.tokenizer)
         return reward
 
-    def prepare(self, prompt: Prompt, options: CallOptions | None = None, **kwargs: Any) -> PreparedCall:
-        """Validate one call — options, reward model, prompt and its length — before any decoding.
+    def settle(self, options: CallOptions | None = None, **kwargs: Any) -> CallSettings:
+        """Resolve and validate options against this decoder (config, strategy, reward model), no prompt needed.
 
         ``kwargs`` are options in the one vocabulary (any ``GGROConfig`` field,
         ``strategy``, ``reward_model``, ``tools``); they win over ``options``.
+        Adapters call this at construction so bad settings fail there.
         """
         opts = CallOptions.parse(kwargs, where="GGRODecoder").over(options or CallOptions())
-        strategy = opts.strategy or "ggro"
-        cfg = self.config.replace(**opts.config)
+        config = self.config.replace(**opts.config)
         reward = self.resolve_reward_model(opts.reward_model)
-        conversation = as_conversation(prompt)
-        chat = uses_chat_template(self.tokenizer, prompt, cfg.use_chat_template)
-        tools = list(opts.tools) if opts.tools else None
-        prompt_ids = encode_prompt(self.tokenizer, conversation, chat=chat, tools=tools)
-        call = PreparedCall(cfg, strategy, reward, conversation, prompt_ids, tools)
-        if call.needs_reward and reward is None:
+        return CallSettings(config, opts.strategy or "ggro", reward, list(opts.tools) if opts.tools else None)
+
+    def prepare(self, prompt: Prompt, options: CallOptions | None = None, **kwargs: Any) -> PreparedCall:
+        """Validate one call — options, reward model, prompt and its length — before any decoding."""
+        settings = self.settle(options, **kwargs)
+        cfg, strategy, reward = settings.config, settings.strategy, settings.reward
+        if settings.needs_reward and reward is None:
             # With no refinements GGRO only monitors entropy, which needs no reward model.
             raise ConfigError(
                 f"strategy={strategy!r} needs a reward model; pass reward_model= to GGRODecoder or to this call."
@@ -117,8 +119,11 @@ class GGRODecoder:
             assert reward is not None
             if not reward.supports_gradient:
                 raise ConfigError(f"reward model {reward.name!r} cannot compute gradients; set nudge_scoring='exact'.")
+        conversation = as_conversation(prompt)
+        chat = uses_chat_template(self.tokenizer, prompt, cfg.use_chat_template)
+        prompt_ids = encode_prompt(self.tokenizer, conversation, chat=chat, tools=settings.tools)
         self._check_length(len(prompt_ids), cfg)
-        return call
+        return PreparedCall(cfg, strategy, reward, settings.tools, conversation, prompt_ids)
 
     def generate(self, prompt: Prompt | PreparedCall, **options: Any) -> GGROResult:
         """Generate a response to ``prompt`` (a string, chat messages, or a ``PreparedCall``).
@@ -147,10 +152,11 @@ class GGRODecoder:
             call = prompt
         else:
             call = self.prepare(prompt, **options)
-        return GenerationStream(self._steps(call))
+        cancelled = threading.Event()
+        return GenerationStream(self._steps(call, cancelled), cancelled)
 
-    def _steps(self, call: PreparedCall) -> Generator[StreamItem, None, GGROResult]:
-        gen = Generation(call, self.backend)
+    def _steps(self, call: PreparedCall, cancelled: threading.Event) -> Generator[StreamItem, None, GGROResult]:
+        gen = Generation(call, self.backend, cancelled)
         try:
             if call.strategy == "best_of_n":
                 return (yield from run_best_of_n(gen))

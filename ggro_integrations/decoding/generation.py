@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -41,7 +42,7 @@ def first_token(segment: Segment) -> int:
 class Generation:
     """Everything one call works on; the strategies (``ggro.py``, ``best_of_n.py``) drive it."""
 
-    def __init__(self, call: PreparedCall, backend: PolicyBackend) -> None:
+    def __init__(self, call: PreparedCall, backend: PolicyBackend, cancelled: threading.Event | None = None) -> None:
         cfg = call.config
         self.call = call
         self.cfg = cfg
@@ -61,6 +62,7 @@ class Generation:
             eos_ids=self.eos_ids,
             stops=StopSequences(cfg.stop),
             max_new_tokens=cfg.max_new_tokens,
+            cancelled=cancelled or threading.Event(),
         )
         self.policy = backend.open(call.prompt_ids, self.rules, Sampling(temperature, cfg.top_p, seed))
         self.nudge_generator = torch.Generator().manual_seed(seed + 1)

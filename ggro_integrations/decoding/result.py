@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Generator, Iterator, Union
 
@@ -73,6 +74,23 @@ class GGROResult:
     def accepted_interventions(self) -> list[InterventionEvent]:
         return [e for e in self.interventions if e.accepted]
 
+    def summary(self) -> dict[str, Any]:
+        """The headline numbers, under the keys every front door reports them with."""
+        accepted = self.accepted_interventions
+        return {
+            "strategy": self.strategy,
+            "reward": self.reward,
+            "reward_model": self.reward_model,
+            "finish_reason": self.finish_reason,
+            "triggers": self.stats.triggers,
+            "interventions_accepted": len(accepted),
+            "reward_gain": sum(e.reward_gain for e in accepted),
+            "accepted_at": [e.char_offset for e in accepted],
+            "prompt_tokens": self.stats.prompt_tokens,
+            "completion_tokens": self.stats.new_tokens,
+            "total_tokens": self.stats.prompt_tokens + self.stats.new_tokens,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["interventions"] = [e.to_dict() for e in self.interventions]
@@ -89,13 +107,24 @@ class GenerationStream:
     ``result`` holds the full ``GGROResult``.
     """
 
-    def __init__(self, steps: Generator[StreamItem, None, GGROResult]) -> None:
+    def __init__(
+        self, steps: Generator[StreamItem, None, GGROResult], cancelled: threading.Event | None = None
+    ) -> None:
         self._steps = steps
+        self._cancelled = cancelled or threading.Event()
         self.result: GGROResult | None = None
 
     def __iter__(self) -> Iterator[StreamItem]:
         self.result = yield from self._steps
 
     def close(self) -> None:
-        """Stop generating early (frees the generator)."""
+        """Stop generating early (frees the generator); call from the thread that iterates."""
         self._steps.close()
+
+    def cancel(self) -> None:
+        """Ask the generation to stop at its next decoding step, from any thread.
+
+        The iterating thread then gets ``GenerationCancelled`` (Best-of-N, which
+        yields only at the end, stops too).
+        """
+        self._cancelled.set()

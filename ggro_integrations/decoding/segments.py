@@ -11,9 +11,11 @@ segments at exactly the same places.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
+from ..errors import GenerationCancelled
 from .stopping import StopSequences
 
 if TYPE_CHECKING:
@@ -53,6 +55,13 @@ class SegmentRules:
     eos_ids: set[int]
     stops: StopSequences
     max_new_tokens: int
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    """Set from any thread to stop the generation at the backend's next step."""
+
+    def check_cancelled(self) -> None:
+        """Raise ``GenerationCancelled`` if the generation was cancelled; backends call it every step."""
+        if self.cancelled.is_set():
+            raise GenerationCancelled("the generation was cancelled")
 
     def row(self, committed: Sequence[int], *, min_tokens: int | None = None, max_tokens: int | None = None) -> RowRules:
         """Rules for one batch of rows continuing ``committed`` (the response so far)."""

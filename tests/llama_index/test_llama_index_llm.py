@@ -314,3 +314,62 @@ async def test_concurrent_acomplete_does_not_block_the_event_loop(decoder, li_re
     assert gap < 0.1 * elapsed, f"the loop stalled {gap:.3f}s of {elapsed:.3f}s"
     expected = decoder.generate(PROMPT, max_new_tokens=8).text
     assert [r.text for r in results] == [expected, expected]
+
+
+class _ForwardCounter:
+    """Counts the policy's forward calls (an independent count: a hook on the torch module)."""
+
+    def __init__(self, model):
+        self.calls = 0
+        self._handle = model.register_forward_hook(self._hook)
+
+    def _hook(self, *args):
+        self.calls += 1
+
+    def remove(self):
+        self._handle.remove()
+
+
+async def _settled(counter, quiet=0.4):
+    """Wait until the count stops moving; returns it."""
+    while True:
+        before = counter.calls
+        await asyncio.sleep(quiet)
+        if counter.calls == before:
+            return before
+
+
+@pytest.mark.parametrize("method", ["astream_complete", "astream_chat"])
+async def test_a_stream_left_unread_stops_decoding(decoder, li_policy, method):
+    # Regression: a consumer that stops iterating without aclose() (the ordinary way to stop)
+    # used to leave decoding running to the end of the budget.
+    llm = GGROLLM(decoder=decoder).with_options(strategy="greedy", max_new_tokens=200)
+    full = decoder.generate(PROMPT, strategy="greedy", max_new_tokens=200)
+    assert len(full.token_ids) > 100, "the reference must be long for the test to mean anything"
+    counter = _ForwardCounter(li_policy)
+    try:
+        stream = await getattr(llm, method)(PROMPT if method == "astream_complete" else MESSAGES)
+        async for _chunk in stream:
+            break
+        used = await _settled(counter)
+    finally:
+        counter.remove()
+    assert used < 20, f"{used} policy forwards after the consumer stopped reading (a full run is {len(full.token_ids)})"
+    del stream
+
+
+async def test_cancelling_best_of_n_stops_its_batch(decoder, li_policy):
+    # Best-of-N yields only once every sample ends; cancelling must still stop the batch mid-way.
+    llm = GGROLLM(decoder=decoder).with_options(strategy="best_of_n", best_of_n=4, max_new_tokens=400)
+    counter = _ForwardCounter(li_policy)
+    try:
+        task = asyncio.create_task(llm.acomplete(PROMPT))
+        while counter.calls < 5:
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        used = await _settled(counter)
+    finally:
+        counter.remove()
+    assert used < 100, f"{used} forwards: the batch ran on after cancellation"
