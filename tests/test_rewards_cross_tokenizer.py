@@ -19,7 +19,13 @@ from ggro_integrations.rewards import HFRewardModel, shares_vocabulary
 from ggro_integrations.rewards.cross_tokenizer import CrossTokenizerSession
 from ggro_integrations.rewards.formatting import template_parts
 from ggro_integrations.rewards.hf import SharedVocabSession
-from ggro_integrations.testing import _corpus, permuted_tokenizer, tiny_causal_lm, tiny_reward_model, tiny_tokenizer
+from ggro_integrations.testing import (
+    permuted_tokenizer,
+    sample_corpus,
+    tiny_causal_lm,
+    tiny_reward_model,
+    tiny_tokenizer,
+)
 
 CONVERSATION = as_conversation("Tell me about the water")
 
@@ -84,7 +90,7 @@ def _text_tokens(tokenizer) -> list[bool]:
 def gain_pairs(reward: HFRewardModel, policy, policy_tokenizer, *, lines: int, k: int = 10):
     """``(predicted, exact)`` gains of the policy's top-``k`` text tokens at every position of
     ``lines`` corpus responses (each position treated as a trigger)."""
-    corpus = _corpus(123, 2 * lines)
+    corpus = sample_corpus(123, 2 * lines)
     usable = _text_tokens(policy_tokenizer)
     pairs = []
     for response_text, prompt_text in zip(corpus[:lines], corpus[lines:]):
