@@ -7,10 +7,17 @@ behind the engine choice.
 
 from .grammar import SUPPORTED_FORMATS, Grammar, GrammarState
 from .schema import strict_objects
+from .tools import HERMES, ToolCallFormat, ToolSpec, normalize_tool_choice, tool_call_grammar, tool_specs
 
 __all__ = [
+    "HERMES",
     "SUPPORTED_FORMATS",
     "Grammar",
     "GrammarState",
+    "ToolCallFormat",
+    "ToolSpec",
+    "normalize_tool_choice",
     "strict_objects",
+    "tool_call_grammar",
+    "tool_specs",
 ]
