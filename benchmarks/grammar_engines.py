@@ -41,12 +41,12 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ggro_integrations.kv_cache import cache_kwargs, new_cache  # noqa: E402
+from ggro_integrations.kv_cache import cache_kwargs, new_cache
 
 # ----------------------------------------------------------------------------------------------
 # Schemas and realistic outputs (serialised as the ChatML tool template renders calls: ", " / ": ")
@@ -255,8 +255,9 @@ class XGrammar(Engine):
     supports_auto = True
 
     def __init__(self) -> None:
-        import xgrammar
         from importlib.metadata import version
+
+        import xgrammar
 
         self.xgr = xgrammar
         self.version = version("xgrammar")
@@ -553,6 +554,45 @@ def check_feature(engine: Engine, tokenizer: Any, schema: dict[str, Any], valid:
     return "rejects valid"
 
 
+def module_overhead(tokenizer: Any, vocab_size: int, outputs: dict[str, list[list[int]]]) -> dict[str, Any]:
+    """Per-token cost of what the decoder will call, ``LogitsHooks(grammar)(logits)`` + ``advance``,
+    on the same outputs (the package's own path over llguidance: mask, expand, -inf fill)."""
+    from ggro_integrations.constraints import Grammar, LogitsHooks, tool_call_grammar
+
+    result: dict[str, Any] = {}
+    logits = torch.randn(1, vocab_size)
+    cases = {name: (Grammar.from_json_schema(SCHEMAS[name][0], tokenizer), token_lists) for name, token_lists in outputs.items()}
+    weather = {"name": "get_weather", "parameters": WEATHER_ARGS}
+    cases["auto"] = (
+        tool_call_grammar([weather], tokenizer, tool_choice="auto"),
+        [tokenizer.encode(text, add_special_tokens=False) for text in AUTO_TEXT],
+    )
+    for name, (grammar, token_lists) in cases.items():
+        hook_t, adv_t, fork_t = [], [], []
+        for tokens in token_lists:
+            hooks = LogitsHooks(grammar)
+            for token in tokens:
+                row = logits.clone()
+                t0 = time.perf_counter_ns()
+                hooks(row)
+                t1 = time.perf_counter_ns()
+                hooks.advance(token)
+                t2 = time.perf_counter_ns()
+                hooks.fork()
+                t3 = time.perf_counter_ns()
+                hook_t.append(t1 - t0)
+                adv_t.append(t2 - t1)
+                fork_t.append(t3 - t2)
+        result[name] = {
+            "hooks_ms": ms(statistics.mean(hook_t)),
+            "hooks_p95_ms": ms(p95(hook_t)),
+            "advance_ms": ms(statistics.mean(adv_t)),
+            "fork_ms": ms(statistics.median(fork_t)),
+            "steps": len(hook_t),
+        }
+    return result
+
+
 def unconstrained_step(model: Any, tokenizer: Any, steps: int = 40) -> dict[str, float]:
     """Median time of one single-row greedy decoding step with a KV cache (the cost a mask adds to)."""
     messages = [{"role": "user", "content": "What will the weather be like in Paris this weekend?"}]
@@ -586,11 +626,12 @@ def main(argv: list[str] | None = None) -> int:
     vocab_size = model.config.vocab_size
     report: dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
-        f"torch threads {torch.get_num_threads()}, python {platform.python_version()}",
+        f"torch threads {torch.get_num_threads()}, python {platform.python_version()}, torch {torch.__version__}, "
+        f"load average at start {os.getloadavg()[0]:.1f}",
         "vocab_size": vocab_size,
         "engines": {},
     }
-    report["unconstrained"] = step = unconstrained_step(model, tokenizer)
+    report["unconstrained"] = unconstrained_step(model, tokenizer)
     outputs = {
         name: [tokenizer.encode(dumps(v), add_special_tokens=False) for v in values]
         for name, (_, values) in SCHEMAS.items()
@@ -642,6 +683,8 @@ def main(argv: list[str] | None = None) -> int:
         entry["features"] = {f: check_feature(engine, tokenizer, s, v, i) for f, s, v, i in FEATURES}
         report["engines"][name] = entry
 
+    if "llguidance" in report["engines"] and "unavailable" not in report["engines"]["llguidance"]:
+        report["module"] = module_overhead(tokenizer, vocab_size, outputs)
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
@@ -707,6 +750,16 @@ def print_report(report: dict[str, Any]) -> None:
             f"| {r['rollback']} |"
         )
     print()
+    if "module" in report:
+        print("The package's own per-token path (`LogitsHooks(grammar)(logits)` = llguidance mask + expand + "
+              "-inf fill, then `advance`, and a `fork` per step), llguidance:\n")
+        print("| grammar | hooks ms/tok (p95) | advance ms | fork ms | ratio | steps |")
+        print("|---|---|---|---|---|---|")
+        for name, r in report["module"].items():
+            total = r["hooks_ms"] + r["advance_ms"]
+            print(f"| {name} | {r['hooks_ms']:.3f} ({r['hooks_p95_ms']:.3f}) | {r['advance_ms']:.3f} | "
+                  f"{r['fork_ms']:.4f} | {total / step:.3f} | {r['steps']} |")
+        print()
     print("JSON-schema features (valid instance accepted and invalid rejected = enforced):\n")
     names = list(engines)
     print("| feature | " + " | ".join(names) + " |")
