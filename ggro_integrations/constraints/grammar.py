@@ -232,11 +232,22 @@ def translate_error(message: str, where: str, schema: dict[str, Any] | None) -> 
     return GrammarError(f"{where}: cannot be compiled for constrained decoding ({engine_version()}): {message}")
 
 
-def expand_bitmask(words: torch.Tensor, size: int) -> torch.Tensor:
-    """A packed int32 bitmask (bit ``i % 32`` of word ``i // 32`` set = token ``i`` allowed) as bools."""
-    raw = words.numpy().astype("<u4", copy=False).view(np.uint8)
-    bits = np.unpackbits(raw, bitorder="little")
-    return torch.from_numpy(bits[:size].view(np.bool_))
+def unpack_bitmask(words: np.ndarray, size: int) -> tuple[np.ndarray, int]:
+    """(0/1 uint8 per token, number allowed) from a packed int32 bitmask (bit ``i % 32`` of word ``i // 32``)."""
+    words = words.view(np.uint32).astype("<u4", copy=False)  # native words; a no-op on little-endian hosts
+    if size % 32:
+        words[-1] &= np.uint32((1 << (size % 32)) - 1)  # ids past the vocabulary are never allowed
+    bits = np.unpackbits(words.view(np.uint8), bitorder="little")[:size]
+    return bits, int(np.bitwise_count(words).sum()) if hasattr(np, "bitwise_count") else int(bits.sum())
+
+
+_NEG_INF_BITS = np.uint32(0xFF800000)  # float32 -inf
+
+
+def bias_from_bits(bits: np.ndarray) -> torch.Tensor:
+    """float32 0 where allowed, -inf elsewhere: adding it masks a row (an add is ~25x cheaper than
+    ``masked_fill_`` with a bool mask on a 49k row, measured on this CPU)."""
+    return torch.from_numpy(((bits ^ 1).astype(np.uint32) * _NEG_INF_BITS).view(np.float32))
 
 
 class GrammarState:
@@ -246,14 +257,14 @@ class GrammarState:
     and cached until the next :meth:`advance`.
     """
 
-    __slots__ = ("_allowed", "_blocked", "_consumed", "_count", "_matcher", "grammar")
+    __slots__ = ("_bias", "_bits", "_consumed", "_count", "_matcher", "grammar")
 
     def __init__(self, grammar: Grammar, matcher: Any) -> None:
         self.grammar = grammar
         self._matcher = matcher
-        self._allowed: torch.Tensor | None = None
+        self._bits: np.ndarray | None = None
         self._count = 0
-        self._blocked: torch.Tensor | None = None
+        self._bias: torch.Tensor | None = None
         self._consumed = 0
 
     @property
@@ -261,16 +272,15 @@ class GrammarState:
         """Tokens advanced through since :meth:`Grammar.start` (net of rollbacks)."""
         return self._consumed
 
-    def _engine_mask(self) -> torch.Tensor:
-        if self._allowed is None:
+    def _engine_bits(self) -> np.ndarray:
+        if self._bits is None:
             n = self.grammar.vocab_size
-            words = torch.zeros((n + 31) // 32, dtype=torch.int32)
-            self._matcher.unsafe_compute_mask_ptr(words.data_ptr(), words.numel() * 4)
+            words = np.zeros((n + 31) // 32, dtype=np.int32)
+            self._matcher.unsafe_compute_mask_ptr(words.ctypes.data, words.nbytes)
             if self._matcher.is_error():
                 raise GrammarViolationError(f"grammar state is broken: {self._matcher.get_error()}")
-            self._allowed = expand_bitmask(words, n)
-            self._count = int(self._allowed.sum())
-        return self._allowed
+            self._bits, self._count = unpack_bitmask(words, n)
+        return self._bits
 
     def allowed(self, vocab_size: int | None = None) -> torch.Tensor:
         """Bool tensor ``[vocab_size]``: True where the next token may be that id.
@@ -278,7 +288,7 @@ class GrammarState:
         ``vocab_size`` is the width of the model's logits (it may exceed the tokenizer's: the
         padding ids are never allowed). Do not modify the returned tensor.
         """
-        mask = self._engine_mask()
+        mask = torch.from_numpy(self._engine_bits().view(np.bool_))
         if vocab_size is None or vocab_size == mask.shape[0]:
             return mask
         if vocab_size > mask.shape[0]:
@@ -286,17 +296,24 @@ class GrammarState:
         return mask[:vocab_size]
 
     def mask_(self, scores: torch.Tensor) -> torch.Tensor:
-        """Set disallowed entries of ``scores`` (``[vocab]`` or ``[1, vocab]``, any device) to -inf, in place."""
+        """Set disallowed entries of ``scores`` (``[vocab]`` or ``[1, vocab]``, any device) to -inf, in place.
+
+        Scores of +inf are not supported (they would become NaN where disallowed).
+        """
         width = scores.shape[-1]
-        blocked = self._blocked
-        if blocked is None or blocked.shape[0] != width or blocked.device != scores.device:
-            blocked = (~self.allowed(width)).to(scores.device, non_blocking=True)
-            self._blocked = blocked
-        return scores.masked_fill_(blocked, float("-inf"))
+        bias = self._bias
+        if bias is None or bias.shape[0] != width or bias.device != scores.device or bias.dtype != scores.dtype:
+            bits = self._engine_bits()
+            n = bits.shape[0]
+            if width > n:
+                bits = np.concatenate([bits, np.zeros(width - n, dtype=np.uint8)])
+            bias = bias_from_bits(bits[:width]).to(device=scores.device, dtype=scores.dtype, non_blocking=True)
+            self._bias = bias
+        return scores.add_(bias)
 
     def allowed_count(self) -> int:
         """How many token ids the grammar allows next."""
-        self._engine_mask()
+        self._engine_bits()
         return self._count
 
     def forced_token(self) -> int | None:
@@ -305,9 +322,8 @@ class GrammarState:
         A step with one allowed token is not a decision: the decoder should take it without
         computing entropy (it is never a GGRO trigger) and without scoring nudges.
         """
-        if self.allowed_count() != 1:
-            return None
-        return int(self._engine_mask().nonzero()[0, 0])
+        bits = self._engine_bits()
+        return int(bits.argmax()) if self._count == 1 else None
 
     def forced_tokens(self) -> list[int]:
         """Tokens the grammar forces from here (its canonical tokenization of the forced text; may be empty).
@@ -339,7 +355,7 @@ class GrammarState:
                 "choose the next token from the masked scores (GrammarState.mask_ / allowed)."
             )
         self._consumed += 1
-        self._allowed = self._blocked = None
+        self._bits = self._bias = None
 
     def advance_many(self, token_ids: Sequence[int]) -> None:
         """Consume several tokens; on a violation the state has consumed the ones before it."""
@@ -349,7 +365,7 @@ class GrammarState:
     def fork(self) -> GrammarState:
         """An independent copy (for a candidate row branching off here); the cached mask is shared."""
         twin = GrammarState(self.grammar, self._matcher.deep_copy())
-        twin._allowed, twin._count, twin._blocked = self._allowed, self._count, self._blocked
+        twin._bits, twin._count, twin._bias = self._bits, self._count, self._bias
         twin._consumed = self._consumed
         return twin
 
@@ -360,4 +376,4 @@ class GrammarState:
         if n and not self._matcher.rollback(n):
             raise GrammarError(f"the grammar engine could not roll back {n} tokens: {self._matcher.get_error()}")
         self._consumed -= n
-        self._allowed = self._blocked = None
+        self._bits = self._bias = None
