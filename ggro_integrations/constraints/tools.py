@@ -1,6 +1,7 @@
 """Grammars for tool calls in the Hermes / Qwen 2.5 format, for every ``tool_choice``.
 
-The format is what ``CHATML_TOOLS_TEMPLATE`` renders and ``parse_tool_calls`` reads back::
+The format is what ``ggro_integrations.tools.CHATML_TOOLS_TEMPLATE`` renders and ``parse_tool_calls``
+reads back::
 
     <tool_call>
     {"name": "add", "arguments": {"a": 2, "b": 3}}

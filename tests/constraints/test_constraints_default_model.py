@@ -33,8 +33,7 @@ def smol():
 
 
 def test_default_model_calls_the_tool_when_required(smol):
-    pytest.importorskip("langchain_core")
-    from ggro_integrations.langchain.tools import CHATML_TOOLS_TEMPLATE, parse_tool_calls
+    from ggro_integrations.tools import CHATML_TOOLS_TEMPLATE, parse_tool_calls
 
     model, tok = smol
     prompt = chat_prompt(tok, "What is the value of magic_function(3)? Use the tool.", tools=[MAGIC], chat_template=CHATML_TOOLS_TEMPLATE)

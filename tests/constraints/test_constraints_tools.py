@@ -226,8 +226,7 @@ def test_special_token_tags(tokenizer):
 
 def test_the_grammar_accepts_what_the_tool_template_renders(smol_tokenizer):
     """The ChatML tool template's own rendering of an assistant tool call is a valid grammar output."""
-    pytest.importorskip("langchain_core")
-    from ggro_integrations.langchain.tools import CHATML_TOOLS_TEMPLATE, parse_tool_calls
+    from ggro_integrations.tools import CHATML_TOOLS_TEMPLATE, parse_tool_calls
 
     calls = [
         {"type": "function", "function": {"name": "add", "arguments": {"a": 2, "b": 3}}},
