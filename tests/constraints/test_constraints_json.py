@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import jsonschema
 import pytest
@@ -245,7 +246,7 @@ def test_regex_and_lark_grammars(smol_tokenizer, smol_tiny_lm):
     eos = [smol_tokenizer.eos_token_id]
     regex = Grammar.from_regex(r"(yes|no), [0-9]{2}", smol_tokenizer)
     ids, ended = generate(smol_tiny_lm, LogitsHooks(regex), prompt, eos, pick=sampler(4))
-    assert ended and __import__("re").fullmatch(r"(yes|no), [0-9]{2}", text_of(smol_tokenizer, ids))
+    assert ended and re.fullmatch(r"(yes|no), [0-9]{2}", text_of(smol_tokenizer, ids))
     lark = Grammar.from_lark('start: "Result: " %json {"type": "integer", "minimum": 1, "maximum": 3}', smol_tokenizer)
     ids, ended = generate(smol_tiny_lm, LogitsHooks(lark), prompt, eos)
     assert ended and text_of(smol_tokenizer, ids) in {"Result: 1", "Result: 2", "Result: 3"}
