@@ -31,3 +31,24 @@ class VocabularyMismatchError(RewardModelError):
 
 class GenerationCancelled(GGROError):
     """The generation was cancelled (``GenerationStream.cancel()``, or an async caller that went away)."""
+
+
+class GrammarError(GGROError, ValueError):
+    """A grammar, JSON schema or tool schema cannot be compiled for constrained decoding."""
+
+
+class UnsupportedSchemaError(GrammarError):
+    """A JSON schema uses a keyword the grammar engine cannot enforce.
+
+    ``feature`` is the keyword (``"uniqueItems"``, ``"format"``...), ``path`` its JSON pointer in
+    the schema (``""`` when it could not be located).
+    """
+
+    def __init__(self, message: str, *, feature: str, path: str = "") -> None:
+        super().__init__(message)
+        self.feature = feature
+        self.path = path
+
+
+class GrammarViolationError(GrammarError):
+    """A token the grammar does not allow was fed to a constrained state (a decoder bug, not user input)."""
