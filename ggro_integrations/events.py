@@ -88,6 +88,8 @@ class InterventionEvent:
     """Per-component rewards of the unmodified segment (composites only)."""
     best_reward_components: dict[str, float] = field(default_factory=dict)
     """Per-component rewards of the accepted segment (composites only)."""
+    constrained: bool = False
+    """True when a grammar (a tool call, a schema) was in force here: entropy and candidates are over the allowed tokens."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (only str, int, float, bool, None, lists and dicts)."""

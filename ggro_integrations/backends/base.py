@@ -20,11 +20,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Collection, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Sequence
 
 import torch
 
 from ..decoding.segments import Segment, SegmentRules
+
+if TYPE_CHECKING:
+    from ..constraints import LogitsHooks
 
 
 @dataclass(frozen=True)
@@ -37,10 +40,12 @@ class Sampling:
 
 
 class NextToken(ABC):
-    """The policy's next-token distribution at one position."""
+    """The policy's next-token distribution at one position (under the call's grammar, if any)."""
 
     entropy: float
     """Entropy in nats (exact in process; estimated where only the top-N is known)."""
+    constrained: bool = False
+    """True when a grammar ruled out some tokens here (entropy and top-K are over the allowed ones)."""
 
     @abstractmethod
     def top_k(self, k: int, exclude: Collection[int] = ()) -> list[int]:
@@ -63,8 +68,8 @@ class PolicySession(ABC):
     usage: PolicyUsage
 
     @abstractmethod
-    def start(self) -> NextToken:
-        """Read the prompt; the next-token distribution after it."""
+    def start(self, hooks: LogitsHooks | None = None) -> NextToken:
+        """Read the prompt; the next-token distribution after it (``hooks`` applied)."""
 
     @abstractmethod
     def decode(
@@ -75,13 +80,18 @@ class PolicySession(ABC):
         *,
         min_tokens: int | None = None,
         max_tokens: int | None = None,
+        hooks: LogitsHooks | None = None,
     ) -> list[Segment]:
         """One segment per entry of ``first_tokens``, each continuing ``prompt ⊕ committed``.
 
         ``min_tokens`` overrides the fewest tokens before a trigger may end a row
         (0 lets a row end before its first token); ``max_tokens`` pauses a row
         after that many tokens (``Segment.paused``, with ``end`` set) so the
-        caller can release text as it is decoded.
+        caller can release text as it is decoded. ``hooks`` is the grammar and
+        logits-processor state at ``prompt ⊕ committed``: each row decodes under
+        its own fork of it (the caller's copy is not advanced), entropy, the
+        top-K and the base rule see only allowed tokens, and a position where
+        the grammar allows a single token is never a trigger.
         """
 
     def close(self) -> None:

@@ -23,15 +23,33 @@ from .base import NextToken, PolicyBackend, PolicySession, PolicyUsage, Sampling
 
 
 class LogitsNextToken(NextToken):
-    """A next-token distribution known in full: one row of logits."""
+    """A next-token distribution known in full: one row of logits (-inf where a grammar forbids a token)."""
 
-    def __init__(self, logits: torch.Tensor, entropy: float | None = None) -> None:
+    def __init__(self, logits: torch.Tensor, entropy: float | None = None, *, constrained: bool = False) -> None:
         self.logits = logits  # [1, vocab], float32
-        self.entropy = float(token_entropy(logits)[0]) if entropy is None else entropy
+        self.entropy = float(_entropy(logits)[0]) if entropy is None else entropy
+        self.constrained = constrained
 
     def top_k(self, k: int, exclude: Collection[int] = ()) -> list[int]:
-        order = self.logits[0].topk(min(k + len(exclude), self.logits.shape[-1])).indices.tolist()
+        row = self.logits[0]
+        allowed = int(torch.isfinite(row).sum()) if self.constrained else row.shape[-1]
+        order = row.topk(min(k + len(exclude), allowed)).indices.tolist()
         return [t for t in order if t not in exclude][:k]
+
+
+def _entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of each row; rows a grammar masked (-inf entries) count only their allowed tokens."""
+    entropy = token_entropy(logits)
+    if torch.isnan(entropy).any():  # 0 * -inf: a masked row
+        from ..constraints import masked_entropy
+
+        return masked_entropy(logits)
+    return entropy
+
+
+def _is_constrained(hooks: Any, vocab: int) -> bool:
+    state = getattr(hooks, "state", None)
+    return state is not None and state.allowed_count() < min(vocab, state.grammar.vocab_size)
 
 
 class PolicyRunner:
@@ -99,10 +117,13 @@ class TransformersSession(PolicySession):
         self.cache: Any = None
         self.cached: list[int] = []  # the ids the single-row cache holds, prompt first
 
-    def start(self) -> NextToken:
+    def start(self, hooks: Any = None) -> NextToken:
         self.cache = new_cache(self.runner.model.config)
         self.cached = list(self.prompt_ids)
-        return LogitsNextToken(self.runner.forward([self.prompt_ids], self.cache))
+        logits = self.runner.forward([self.prompt_ids], self.cache)
+        if hooks is None or not hooks.active:
+            return LogitsNextToken(logits)
+        return LogitsNextToken(hooks(logits), constrained=_is_constrained(hooks, logits.shape[-1]))
 
     def decode(
         self,
@@ -112,6 +133,7 @@ class TransformersSession(PolicySession):
         *,
         min_tokens: int | None = None,
         max_tokens: int | None = None,
+        hooks: Any = None,
     ) -> list[Segment]:
         if not isinstance(start, LogitsNextToken):
             raise TypeError(f"the transformers backend decodes from its own LogitsNextToken, not {type(start).__name__}")
@@ -121,22 +143,33 @@ class TransformersSession(PolicySession):
         segments = [Segment() for _ in range(rows)]
         fed: list[list[int]] = [[] for _ in range(rows)]  # response tokens each row put into the cache
         active = list(range(rows))  # segment index of each cache / logits row
-        logits = start.logits.expand(rows, -1)
+        # Each row decodes under its own fork of the grammar / processor state at prompt ⊕ committed.
+        row_hooks = [hooks.fork() for _ in range(rows)] if hooks is not None and hooks.active else None
+        logits = start.logits.expand(rows, -1)  # `start` is already masked for that state
         if rows > 1:
             self.cache.batch_repeat_interleave(rows)
+        first_step = True
         while active:
             self.rules.check_cancelled()
+            if row_hooks is not None and not first_step:
+                for row, i in enumerate(active):
+                    logits[row] = row_hooks[i](logits[row : row + 1])[0]
+            first_step = False
             # One device-to-host transfer each per step, not one per row (matters on GPUs).
-            entropy = token_entropy(logits).tolist()
+            entropy = (_entropy(logits) if row_hooks is not None else token_entropy(logits)).tolist()
             chosen = self.rule(logits).tolist()
             still: list[int] = []  # rows of this step that go on
             for row, i in enumerate(active):
                 seg = segments[i]
-                if row_rules.ends_before(seg, entropy[row]):
-                    seg.end = LogitsNextToken(logits[row : row + 1].clone(), entropy[row])
+                forced_by_grammar = row_hooks is not None and row_hooks[i].forced_token() is not None
+                if row_rules.ends_before(seg, entropy[row], forced=forced_by_grammar):
+                    constrained = row_hooks is not None and _is_constrained(row_hooks[i], logits.shape[-1])
+                    seg.end = LogitsNextToken(logits[row : row + 1].clone(), entropy[row], constrained=constrained)
                     continue
                 forced = first_tokens[i] if not seg.tokens else None
                 token = int(forced) if forced is not None else chosen[row]
+                if row_hooks is not None and token not in self.rules.eos_ids:
+                    row_hooks[i].advance(token)  # raises GrammarViolationError for a forbidden forced token
                 if row_rules.add(seg, token, entropy[row]):
                     still.append(row)
             if not still:

@@ -14,8 +14,8 @@ from .segments import Segment
 def run_best_of_n(gen: Generation) -> Generator[StreamItem, None, GGROResult]:
     """Yields the chosen sample as one ``TextDelta``: its answer is known only once every sample ends."""
     count = gen.cfg.best_of_n
-    start = gen.policy.start()
-    samples = gen.policy.decode([], start, [None] * count, min_tokens=0)
+    start = gen.policy.start(gen.hooks)
+    samples = gen.decode(start, [None] * count, min_tokens=0)
     assert gen.reward is not None
     scores = gen.reward.score([], [s.tokens for s in samples])
     best = int(torch.argmax(scores.values))

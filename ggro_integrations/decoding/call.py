@@ -26,8 +26,16 @@ Strategy = Literal["ggro", "greedy", "best_of_n"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 """``"ggro"``, and the two baselines that run through the same door."""
 
-CALL_KEYS: tuple[str, ...] = ("strategy", "reward_model", "tools")
-"""Per-call options that are not ``GGROConfig`` fields."""
+CALL_KEYS: tuple[str, ...] = (
+    "strategy",
+    "reward_model",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "grammar",
+    "logits_processors",
+)
+"""Per-call options that are not ``GGROConfig`` fields (objects, not scalar knobs)."""
 
 OPTION_NAMES: tuple[str, ...] = (*config_field_names(), *CALL_KEYS)
 """Every option a call accepts, in every front door."""
@@ -60,6 +68,14 @@ class CallOptions:
     """OpenAI-format tool schemas rendered by the chat template."""
     config: dict[str, Any] = field(default_factory=dict)
     """``GGROConfig`` overrides."""
+    tool_choice: Any = None
+    """With ``tools``: ``"auto"`` (default), ``"none"``, ``"required"``/``"any"`` or a tool name; calls are grammar-constrained."""
+    parallel_tool_calls: bool | None = None
+    """With ``tools``: allow several calls in one response (default False: small models repeat calls)."""
+    grammar: Any = None
+    """Constrain the whole response: a ``constraints.Grammar``, or a JSON schema (a dict) it is compiled from."""
+    logits_processors: tuple[Any, ...] | None = None
+    """transformers ``LogitsProcessor`` s (or ``fn(input_ids, scores)``) applied at every step, after the grammar."""
 
     @classmethod
     def parse(cls, options: Mapping[str, Any] | None = None, *, where: str = "GGRO") -> CallOptions:
@@ -83,16 +99,33 @@ class CallOptions:
             raise ConfigError(f"strategy must be one of {list(STRATEGIES)}; got {strategy!r}.")
         tools = values.pop("tools", None)
         reward = values.pop("reward_model", None)
+        objects = {k: values.pop(k, None) for k in ("tool_choice", "parallel_tool_calls", "grammar")}
+        processors = values.pop("logits_processors", None)
         config = {k: v for k, v in values.items() if v is not None}
-        return cls(strategy, reward, tuple(tools) if tools else None, config)
+        return cls(
+            strategy,
+            reward,
+            tuple(tools) if tools else None,
+            config,
+            logits_processors=tuple(processors) if processors else None,
+            **objects,
+        )
 
     def over(self, base: CallOptions) -> CallOptions:
         """These options layered over ``base``: whatever is set here wins."""
+        def pick(name: str) -> Any:
+            mine = getattr(self, name)
+            return mine if mine is not None else getattr(base, name)
+
         return CallOptions(
-            strategy=self.strategy if self.strategy is not None else base.strategy,
-            reward_model=self.reward_model if self.reward_model is not None else base.reward_model,
-            tools=self.tools if self.tools is not None else base.tools,
+            strategy=pick("strategy"),
+            reward_model=pick("reward_model"),
+            tools=pick("tools"),
             config={**base.config, **self.config},
+            tool_choice=pick("tool_choice"),
+            parallel_tool_calls=pick("parallel_tool_calls"),
+            grammar=pick("grammar"),
+            logits_processors=pick("logits_processors"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,6 +137,13 @@ class CallOptions:
             out["reward_model"] = reward_label(self.reward_model)
         if self.tools is not None:
             out["tools"] = list(self.tools)
+        for name in ("tool_choice", "parallel_tool_calls"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        if self.grammar is not None:
+            out["grammar"] = self.grammar if isinstance(self.grammar, Mapping) else repr(self.grammar)
+        if self.logits_processors is not None:
+            out["logits_processors"] = [repr(p) for p in self.logits_processors]
         return out
 
 
@@ -117,6 +157,10 @@ class CallSettings:
     reward: RewardModel | None
     """The reward model that steers (or judges) the call; None when neither the call nor the decoder names one."""
     tools: list[dict[str, Any]] | None = None
+    grammar: Any = None
+    """The compiled ``constraints.Grammar`` every step of the response must follow (tool calls, a schema), or None."""
+    logits_processors: tuple[Any, ...] = ()
+    """User logits processors, applied at every step after the grammar."""
 
     @property
     def needs_reward(self) -> bool:

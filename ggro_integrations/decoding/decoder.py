@@ -22,6 +22,7 @@ from ..errors import ConfigError, PromptError
 from ..rewards.base import RewardModel
 from .best_of_n import run_best_of_n
 from .call import CallOptions, CallSettings, PreparedCall
+from .constraint import constraint_for
 from .generation import Generation
 from .ggro import run_ggro
 from .policy import encode_prompt, uses_chat_template
@@ -104,7 +105,11 @@ class GGRODecoder:
         opts = CallOptions.parse(kwargs, where="GGRODecoder").over(options or CallOptions())
         config = self.config.replace(**opts.config)
         reward = self.resolve_reward_model(opts.reward_model)
-        return CallSettings(config, opts.strategy or "ggro", reward, list(opts.tools) if opts.tools else None)
+        tools = list(opts.tools) if opts.tools else None
+        grammar = constraint_for(opts, tools, self.tokenizer, self.eos_ids)
+        return CallSettings(
+            config, opts.strategy or "ggro", reward, tools, grammar, tuple(opts.logits_processors or ())
+        )
 
     def prepare(self, prompt: Prompt, options: CallOptions | None = None, **kwargs: Any) -> PreparedCall:
         """Validate one call — options, reward model, prompt and its length — before any decoding."""
@@ -123,7 +128,16 @@ class GGRODecoder:
         chat = uses_chat_template(self.tokenizer, prompt, cfg.use_chat_template)
         prompt_ids = encode_prompt(self.tokenizer, conversation, chat=chat, tools=settings.tools)
         self._check_length(len(prompt_ids), cfg)
-        return PreparedCall(cfg, strategy, reward, settings.tools, conversation, prompt_ids)
+        return PreparedCall(
+            cfg,
+            strategy,
+            reward,
+            settings.tools,
+            settings.grammar,
+            settings.logits_processors,
+            conversation=conversation,
+            prompt_ids=prompt_ids,
+        )
 
     def generate(self, prompt: Prompt | PreparedCall, **options: Any) -> GGROResult:
         """Generate a response to ``prompt`` (a string, chat messages, or a ``PreparedCall``).

@@ -6,7 +6,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -70,6 +70,11 @@ class Generation:
         self.reward: RewardSession | None = reward.session(call.conversation, self.tokenizer) if reward else None
         self.response = TextRelease(self.tokenizer, self.rules.stops)
         self.events: list[InterventionEvent] = []
+        self.hooks = None  # the grammar / logits-processor state at prompt ⊕ committed
+        if call.grammar is not None or call.logits_processors:
+            from ..constraints import LogitsHooks
+
+            self.hooks = LogitsHooks(call.grammar, call.logits_processors, prompt_ids=call.prompt_ids)
 
     @property
     def committed(self) -> list[int]:
@@ -82,7 +87,14 @@ class Generation:
     def commit(self, segment: Segment) -> str | None:
         """Append ``segment`` to the response; its finish reason (None: decoding goes on)."""
         self.response.commit(segment.tokens, segment.text_limit if segment.finish == "stop" else None)
+        if self.hooks is not None and segment.finish is None:
+            for token in segment.tokens:
+                self.hooks.advance(token)
         return segment.finish
+
+    def decode(self, start: Any, first_tokens: list[int | None], **limits: Any) -> list[Segment]:
+        """Segments continuing the response from ``start`` (under the call's grammar, if any)."""
+        return self.policy.decode(self.committed, start, first_tokens, hooks=self.hooks, **limits)
 
     # -- scoring ------------------------------------------------------------------------------
 

@@ -22,10 +22,10 @@ from .segments import Segment
 
 def run_ggro(gen: Generation) -> Generator[StreamItem, None, GGROResult]:
     """Decode with GGRO (or plain greedy/sampling), yielding committed text and events in order."""
-    start = gen.policy.start()
+    start = gen.policy.start(gen.hooks)
     # Before the first trigger every token is final: release them one by one as they come.
     while True:
-        free = gen.policy.decode(gen.committed, start, [None], min_tokens=0, max_tokens=1)[0]
+        free = gen.decode(start, [None], min_tokens=0, max_tokens=1)[0]
         finish = gen.commit(free)
         yield from gen.response.release(final=finish is not None)
         if not free.paused:
@@ -48,7 +48,7 @@ def steer(gen: Generation, start: NextToken) -> tuple[Segment, InterventionEvent
     """Handle the trigger at the end of the response: the accepted segment and its event."""
     cfg = gen.cfg
     started = time.perf_counter()
-    base = gen.policy.decode(gen.committed, start, [None])[0]
+    base = gen.decode(start, [None])[0]
     if not base.tokens:
         # The base rule ends the response right here (EOS, or a token that completes a stop
         # sequence): the user's end condition, as final as EOS, so nothing to steer.
@@ -92,6 +92,7 @@ def _event(
         candidates=[original.trial] + [c.trial for c in tried],
         stop_reason=stop_reason,
         reward_model=gen.call.reward.name if gen.call.reward else "",
+        constrained=start.constrained,
         base_reward_components=dict(original.trial.reward_components),
         best_reward_components=dict(winner.trial.reward_components),
     )

@@ -64,7 +64,7 @@ def refine_sequential(gen: Generation, trigger: Trigger) -> tuple[Scored, list[S
             return best, trials, "no_positive_gain"
         token, gain = ranked[0]
         tried.add(token)
-        segment = gen.policy.decode(gen.committed, trigger.start, [token])[0]
+        segment = gen.decode(trigger.start, [token])[0]
         item = gen.trial(segment, gain)
         gen.score([item])
         trials.append(item)
@@ -81,7 +81,7 @@ def refine_parallel(gen: Generation, trigger: Trigger) -> tuple[Scored, list[Sco
     ranked = _ranked(gen, trigger, trigger.gains, {first_token(trigger.original.segment)}, count)
     if not ranked:
         return trigger.original, [], "no_positive_gain"
-    segments = gen.policy.decode(gen.committed, trigger.start, [t for t, _ in ranked])
+    segments = gen.decode(trigger.start, [t for t, _ in ranked])
     trials = [gen.trial(seg, gain) for seg, (_, gain) in zip(segments, ranked)]
     gen.score(trials)
     best = trigger.original

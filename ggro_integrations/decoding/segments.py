@@ -81,12 +81,14 @@ class RowRules:
         self.max_tokens = max_tokens
         self._committed_text_len = len(rules.text(committed)) if rules.stops else 0
 
-    def ends_before(self, seg: Segment, entropy: float) -> bool:
+    def ends_before(self, seg: Segment, entropy: float, *, forced: bool = False) -> bool:
         """Whether ``seg`` ends before the position about to be decoded: at a trigger, or paused.
 
-        When it does, the backend sets ``seg.end`` to the next-token distribution there.
+        ``forced``: a grammar allows a single token here, so there is no decision to steer and
+        the position is never a trigger. When ``seg`` ends, the backend sets ``seg.end`` to the
+        next-token distribution there.
         """
-        if len(seg.tokens) >= self.min_tokens and entropy >= self.rules.threshold:
+        if len(seg.tokens) >= self.min_tokens and entropy >= self.rules.threshold and not forced:
             return True
         if self.max_tokens is not None and len(seg.tokens) >= self.max_tokens:
             seg.paused = True

@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 import torch
 from grammar_loop import chat_prompt, drive, generate, hermes_calls, sampler, text_of
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from ggro_integrations.constraints import (
@@ -86,7 +86,10 @@ def check_calls(calls, allowed_names):
 def test_forced_calls_are_valid_whatever_allowed_tokens_are_picked(smol_tokenizer, choice, parallel, seed, choices):
     grammar = tool_call_grammar(TOOLS, smol_tokenizer, tool_choice=choice, parallel_tool_calls=parallel)
     ids, ended = drive(grammar.start(), choices, seed=seed, max_steps=900)
-    assert ended
+    # With parallel calls allowed, a random walk may keep opening calls past any step bound; it
+    # must end only when exactly one call is allowed.
+    assert ended or parallel
+    assume(ended)
     head, calls = hermes_calls(text_of(smol_tokenizer, ids))
     assert head == ""  # a forced call opens the response
     mode = normalize_tool_choice(choice, list(SCHEMAS))

@@ -137,7 +137,7 @@ def test_configurable_model_keeps_its_knobs_after_bind_tools(scripted):
         """Add two integers."""
         return a + b
 
-    decoder = scripted(lambda prompt: '<tool_call>{"name": "add", "arguments": {"a": 1, "b": 2}}</tool_call>')
+    decoder = scripted(lambda prompt: '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>')
     model = configurable_ggro(ChatGGRO(decoder=decoder)).bind_tools([add])
     message = model.with_config(configurable={"max_new_tokens": 3}).invoke("hi")
     assert message.usage_metadata["output_tokens"] == 3  # the knob reached the call

@@ -108,7 +108,7 @@ def test_structured_output_through_tool_calling(scripted):
 
         total: int
 
-    decoder = scripted(lambda prompt: '<tool_call>{"name": "Sum", "arguments": {"total": 5}}</tool_call>')
+    decoder = scripted(lambda prompt: '<tool_call>\n{"name": "Sum", "arguments": {"total": 5}}\n</tool_call>')
     assert ChatGGRO(decoder=decoder).with_structured_output(Sum).invoke("2+3?") == Sum(total=5)
 
 
