@@ -183,8 +183,10 @@ def _parts(tools: bool) -> tuple[Any, Any, Any]:
         from .tools import CHATML_TOOLS_TEMPLATE
 
         tokenizer.chat_template = CHATML_TOOLS_TEMPLATE
-    policy = tiny_causal_lm(tokenizer)
-    reward = HFRewardModel(tiny_reward_model(tokenizer, seed=1), tokenizer, name="tiny-reward")
+    # A 2048-token window (Llama computes rotary positions on the fly): tool prompts spelled in a
+    # 384-token vocabulary run to several hundred tokens.
+    policy = tiny_causal_lm(tokenizer, context=2048)
+    reward = HFRewardModel(tiny_reward_model(tokenizer, seed=1, context=2048), tokenizer, name="tiny-reward")
     return tokenizer, policy, reward
 
 

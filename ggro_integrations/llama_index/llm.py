@@ -25,11 +25,14 @@ from llama_index.core.base.llms.types import (
     CompletionResponseGen,
     LLMMetadata,
     MessageRole,
+    TextBlock,
+    ToolCallBlock,
 )
 from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW
 from llama_index.core.instrumentation.span import active_span_id
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
+from llama_index.core.llms.function_calling import FunctionCallingLLM
 from pydantic import Field, PrivateAttr, model_validator
 
 from ..conversation import Prompt
@@ -39,14 +42,18 @@ from ..decoding.threads import AsyncGenerationStream
 from ..events import InterventionEvent
 from ..factory import build_decoder
 from ..options import KNOBS, GGROOptionFields
+from ..tools import parse_tool_calls, supports_tools
 from .events import dispatch_intervention
-
-# LlamaIndex roles the chat templates of HF models do not know.
-_ROLE_ALIASES = {MessageRole.CHATBOT.value: "assistant", MessageRole.MODEL.value: "assistant"}
+from .tool_calls import ToolCallHoldback, tool_selections, to_conversation
 
 
-class GGROLLM(GGROOptionFields, CustomLLM):
+class GGROLLM(GGROOptionFields, FunctionCallingLLM, CustomLLM):
     """A LlamaIndex LLM that decodes with GGRO: reward-gradient nudges at uncertain tokens.
+
+    It is a ``FunctionCallingLLM``: ``chat_with_tools`` / ``predict_and_call``,
+    ``FunctionAgent``, ``structured_predict`` and ``as_structured_llm`` work, and a
+    tool call is grammar-constrained (its name one of the tools, its arguments
+    valid under the tool's schema) while GGRO steers the free text around it.
 
     Build it from names (models are loaded once per process and shared with the
     LangChain adapter) or around an existing decoder:
@@ -170,7 +177,7 @@ class GGROLLM(GGROOptionFields, CustomLLM):
             context_window=decoder.context_window or DEFAULT_CONTEXT_WINDOW,
             num_output=config.max_new_tokens,
             is_chat_model=has_template and config.use_chat_template is not False,
-            is_function_calling_model=False,
+            is_function_calling_model=supports_tools(decoder.tokenizer),
             model_name=self.model_name or "",
         )
 
@@ -207,24 +214,64 @@ class GGROLLM(GGROOptionFields, CustomLLM):
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         call = self._prepare(to_conversation(messages), kwargs)
         result = self._drain(call, active_span_id.get())
-        return _chat_response(result.text, None, result)
+        return _chat_response(result.text, None, result, call)
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         call = self._prepare(to_conversation(messages), kwargs)
         span_id = active_span_id.get()
-        return (_chat_response(*piece) for piece in self._iterate(call, span_id))
+        return (_chat_response(*piece, call) for piece in _visible(self._iterate(call, span_id), call))
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         call = await self._aprepare(to_conversation(messages), kwargs)
         result = await self._adrain(call, active_span_id.get())
-        return _chat_response(result.text, None, result)
+        return _chat_response(result.text, None, result, call)
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         call = await self._aprepare(to_conversation(messages), kwargs)
-        return _amap(_chat_response, self._aiterate(call, active_span_id.get()))
+        pieces = _avisible(self._aiterate(call, active_span_id.get()), call)
+        return _amap(lambda *piece: _chat_response(*piece, call), pieces)
+
+    # -- function calling ---------------------------------------------------------------
+
+    def _prepare_chat_with_tools(
+        self,
+        tools: Sequence[Any],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        tool_choice: Any = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """``chat`` arguments for ``chat_with_tools``: the tools as OpenAI schemas, the choice constrained."""
+        messages = list(chat_history or [])
+        if user_msg is not None:
+            messages.append(ChatMessage(role=MessageRole.USER, content=user_msg) if isinstance(user_msg, str) else user_msg)
+        if tool_choice is None:
+            tool_choice = "required" if tool_required else "auto"
+        return {
+            "messages": messages,
+            "tools": [tool.metadata.to_openai_tool() for tool in tools],
+            "tool_choice": tool_choice,
+            "parallel_tool_calls": allow_parallel_tool_calls,
+            **kwargs,
+        }
+
+    def get_tool_calls_from_response(
+        self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
+    ) -> list[Any]:
+        """The tool calls of a ``chat_with_tools`` response (its ``ToolCallBlock`` s) as ``ToolSelection`` s."""
+        selections = tool_selections(response.message)
+        if not selections and error_on_no_tool_call:
+            raise ValueError(
+                f"expected at least one tool call in the response, got none: {response.message.content or ''!r}. "
+                "Pass tool_required=True (or tool_choice='required') to make the call certain."
+            )
+        return selections
 
     # -- one call ---------------------------------------------------------------------
 
@@ -299,15 +346,6 @@ class GGROLLM(GGROOptionFields, CustomLLM):
 # -- conversions -------------------------------------------------------------------------
 
 
-def to_conversation(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
-    """LlamaIndex chat messages as ``[{"role", "content"}]`` for the policy's chat template."""
-    out = []
-    for message in messages:
-        role = message.role.value if isinstance(message.role, MessageRole) else str(message.role)
-        out.append({"role": _ROLE_ALIASES.get(role, role), "content": message.content or ""})
-    return out
-
-
 def summary(result: GGROResult) -> dict[str, Any]:
     """What a response's ``additional_kwargs`` carry: the core summary plus every intervention."""
     return {**result.summary(), "interventions": [e.to_dict() for e in result.interventions]}
@@ -335,11 +373,41 @@ def _completion_chunk(text: str, delta: str | None, result: GGROResult | None) -
     return CompletionResponse(text=text, delta=delta, additional_kwargs=summary(result), raw=raw(result))
 
 
-def _chat_response(text: str, delta: str | None, result: GGROResult | None) -> ChatResponse:
-    message = ChatMessage(role=MessageRole.ASSISTANT, content=text)
+def _chat_response(text: str, delta: str | None, result: GGROResult | None, call: PreparedCall) -> ChatResponse:
     if result is None:
-        return ChatResponse(message=message, delta=delta)
+        return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=delta)
+    message = ChatMessage(role=MessageRole.ASSISTANT, content=text)
+    if call.tools:
+        # Tool calls become ToolCallBlocks (what FunctionAgent reads); the text keeps what is not markup.
+        names = [t["function"]["name"] for t in call.tools if isinstance(t.get("function"), dict)]
+        parsed = parse_tool_calls(result.text, names)
+        blocks: list[Any] = [TextBlock(text=parsed.content)] if parsed.content else []
+        blocks += [ToolCallBlock(tool_call_id=c["id"], tool_name=c["name"], tool_kwargs=c["args"]) for c in parsed.tool_calls]
+        message = ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks)
     return ChatResponse(message=message, delta=delta, additional_kwargs=summary(result), raw=raw(result))
+
+
+def _visible(pieces: Iterator[tuple[str, str | None, GGROResult | None]], call: PreparedCall) -> Iterator[Any]:
+    """With tools, stream only the text before a tool call opens (the call arrives whole, as blocks)."""
+    if not call.tools:
+        yield from pieces
+        return
+    holdback = ToolCallHoldback()
+    for text, delta, result in pieces:
+        shown, new = holdback.update(text, final=result is not None)
+        if new or result is not None:
+            yield shown, new, result
+
+
+async def _avisible(pieces: AsyncIterator[tuple[str, str | None, GGROResult | None]], call: PreparedCall) -> AsyncIterator[Any]:
+    holdback = ToolCallHoldback() if call.tools else None
+    async for text, delta, result in pieces:
+        if holdback is None:
+            yield text, delta, result
+            continue
+        shown, new = holdback.update(text, final=result is not None)
+        if new or result is not None:
+            yield shown, new, result
 
 
 def _as_name(value: Any) -> str | None:
