@@ -44,6 +44,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from .errors import GGROError
+from .tools import ensure_tool_template
 
 __all__ = [
     "DEFAULT_POLICY_ID",
@@ -670,6 +671,7 @@ def load_policy(
             return hit
         if spec == "default":
             loaded, tokenizer = _load_default(norm_dtype, trust_remote_code, progress)
+            ensure_tool_template(tokenizer)  # the embedded default renders tools, so bind_tools works on it as is
         else:
             loaded, tokenizer = _load_named(spec, norm_dtype, trust_remote_code, progress)
         loaded = _finalize(loaded, dev, norm_dtype)

@@ -16,10 +16,12 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .decoding import GGRODecoder
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # a type only: models.py imports this module, and it must stay framework-free
+    from .decoding import GGRODecoder
 
 CHATML_TOOLS_TEMPLATE = (
     "{%- if tools %}"
@@ -71,16 +73,51 @@ def supports_tools(tokenizer: Any) -> bool:
     return bool(_TOOLS_VARIABLE.search(template_source(tokenizer)))
 
 
+def _with_tool_use(own: Any, template: str) -> Any:
+    """``own`` (a template, or named templates) plus ``template`` as its ``"tool_use"`` template.
+
+    transformers renders the ``"tool_use"`` template only when a call passes
+    ``tools``, and ``"default"`` otherwise, so prompts without tools stay
+    byte-identical to what ``own`` renders (its system prompt included).
+    """
+    if not own:
+        return template  # nothing to keep: the tool template is the only one
+    if isinstance(own, dict):
+        return {**own, "tool_use": template}  # (replaces an earlier "tool_use" template)
+    return {"default": own, "tool_use": template}
+
+
+def ensure_tool_template(tokenizer: Any, template: str = CHATML_TOOLS_TEMPLATE) -> Any:
+    """Give ``tokenizer`` a tool template when its chat template renders no tools; returns it.
+
+    The tokenizer then holds named templates ``{"default": its own, "tool_use":
+    template}``: tool-less prompts are unchanged, prompts with tools render them.
+    A tokenizer without any chat template is left alone (a tool template alone
+    would change how its plain prompts are formatted). Changes ``tokenizer`` in
+    place: use it on a tokenizer you own (``with_tool_template`` copies first).
+
+    Example:
+        >>> ensure_tool_template(tokenizer).chat_template.keys()  # doctest: +SKIP
+        dict_keys(['default', 'tool_use'])
+    """
+    own = getattr(tokenizer, "chat_template", None)
+    if own and not supports_tools(tokenizer):
+        tokenizer.chat_template = _with_tool_use(own, template)
+    return tokenizer
+
+
 def with_tool_template(decoder: GGRODecoder, template: str = CHATML_TOOLS_TEMPLATE) -> GGRODecoder:
     """A decoder sharing ``decoder``'s policy, reward model and config whose tokenizer renders tools.
 
-    The tokenizer is copied, so the cached policy tokenizer other chains use is unchanged.
+    The tokenizer is copied, so the cached policy tokenizer other chains use is
+    unchanged; the copy holds ``{"default": its own template, "tool_use": template}``,
+    the form ``ensure_tool_template`` gives the embedded default.
 
     Example:
-        >>> chat = ChatGGRO(decoder=with_tool_template(build_decoder("default", "default")))  # doctest: +SKIP
+        >>> chat = ChatGGRO(decoder=with_tool_template(build_decoder("my/policy", "default")))  # doctest: +SKIP
     """
     tokenizer = copy.copy(decoder.tokenizer)
-    tokenizer.chat_template = template
+    tokenizer.chat_template = _with_tool_use(getattr(tokenizer, "chat_template", None), template)
     twin = copy.copy(decoder)
     twin.tokenizer = tokenizer
     return twin

@@ -157,7 +157,9 @@ def test_concurrent_calls_load_once(home, monkeypatch) -> None:
 
 def test_answers_chat_prompt(home) -> None:
     model, tokenizer = models.load_policy(progress=False)
-    assert "<|im_start|>" in tokenizer.chat_template
+    # SmolLM2's own template, plus the package's tool template for prompts with tools (ensure_tool_template).
+    assert set(tokenizer.chat_template) == {"default", "tool_use"}
+    assert "<|im_start|>" in tokenizer.chat_template["default"]
     assert tokenizer.eos_token == "<|im_end|>"
     assert tokenizer.pad_token is not None
     text = tokenizer.decode(_greedy(model, tokenizer), skip_special_tokens=True).strip()

@@ -3,6 +3,7 @@
 from ..tools import (
     CHATML_TOOLS_TEMPLATE,
     ParsedToolCalls,
+    ensure_tool_template,
     parse_tool_calls,
     supports_tools,
     template_source,
@@ -13,6 +14,7 @@ from ..tools import (
 __all__ = [
     "CHATML_TOOLS_TEMPLATE",
     "ParsedToolCalls",
+    "ensure_tool_template",
     "parse_tool_calls",
     "supports_tools",
     "template_source",

@@ -16,7 +16,8 @@ import ggro_integrations
 from ggro_integrations import GGRODecoder
 from ggro_integrations.errors import ConfigError
 from ggro_integrations.langchain import ChatGGRO, parse_tool_calls, supports_tools, with_tool_template
-from ggro_integrations.testing import tiny_tokenizer
+from ggro_integrations.testing import CHATML_TEMPLATE, tiny_tokenizer
+from ggro_integrations.tools import CHATML_TOOLS_TEMPLATE, ensure_tool_template
 
 
 @tool
@@ -126,7 +127,31 @@ def test_policy_without_tool_template_gets_a_clear_error(tiny_parts):
     twin = with_tool_template(decoder)
     assert supports_tools(twin.tokenizer) and not supports_tools(decoder.tokenizer)
     assert twin.model is decoder.model and twin.reward_model is decoder.reward_model
+    assert twin.tokenizer.chat_template == {"default": CHATML_TEMPLATE, "tool_use": CHATML_TOOLS_TEMPLATE}
+    # Prompts without tools are exactly the original template's; with tools they render them.
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    assert twin.prepare(conversation).prompt_ids == decoder.prepare(conversation).prompt_ids
     ChatGGRO(decoder=twin).bind_tools([add])
+
+
+def test_ensure_tool_template_adds_a_tool_use_template_only_where_needed():
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    render = lambda tok, **kw: tok.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True, **kw)
+    tokenizer = tiny_tokenizer()
+    before = render(tokenizer)
+    assert ensure_tool_template(tokenizer) is tokenizer and supports_tools(tokenizer)
+    assert tokenizer.chat_template == {"default": CHATML_TEMPLATE, "tool_use": CHATML_TOOLS_TEMPLATE}
+    assert render(tokenizer) == before  # transformers picks "tool_use" only when tools are passed
+    schema = {"type": "function", "function": {"name": "add", "description": "Add.", "parameters": {}}}
+    with_tools = render(tokenizer, tools=[schema])
+    assert "<tools>" in with_tools and '"name": "add"' in with_tools and "Be brief." in with_tools
+    ensure_tool_template(tokenizer)  # idempotent
+    assert tokenizer.chat_template == {"default": CHATML_TEMPLATE, "tool_use": CHATML_TOOLS_TEMPLATE}
+    renders_tools = tiny_tokenizer()
+    renders_tools.chat_template = CHATML_TOOLS_TEMPLATE
+    assert ensure_tool_template(renders_tools).chat_template == CHATML_TOOLS_TEMPLATE  # its own tool support
+    bare = tiny_tokenizer(chat_template=False)
+    assert not ensure_tool_template(bare).chat_template  # no template to keep: plain prompts stay plain
 
 
 @pytest.mark.parametrize(
