@@ -17,11 +17,18 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from ..events import INTERVENTION_EVENT_NAME
+from ..tools import (
+    CHATML_TOOLS_TEMPLATE,
+    ParsedToolCalls,
+    ensure_tool_template,
+    parse_tool_calls,
+    supports_tools,
+    with_tool_template,
+)
 from .callbacks import GGROInterventionHandler
 from .chat_models import ChatGGRO
 from .configurable import CONFIGURABLE, configurable_ggro
 from .llms import GGROLLM
-from .tools import CHATML_TOOLS_TEMPLATE, ParsedToolCalls, parse_tool_calls, supports_tools, with_tool_template
 from .tracers import CustomEventRecorder, GGRORunCollector, GGROTracer, format_run_tree
 
 __all__ = [
@@ -36,6 +43,7 @@ __all__ = [
     "GGROTracer",
     "ParsedToolCalls",
     "configurable_ggro",
+    "ensure_tool_template",
     "format_run_tree",
     "parse_tool_calls",
     "supports_tools",

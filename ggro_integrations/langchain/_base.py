@@ -1,85 +1,53 @@
-"""Fields and behaviour GGROLLM and ChatGGRO share: every GGRO knob, the decoder, per-call options.
+"""What ``ChatGGRO`` and ``GGROLLM`` share: the fields, one call's options, the public call methods.
 
-Every knob defaults to ``None``, meaning "whatever the decoder is configured
-with", so ``ChatGGRO(decoder=d)`` behaves exactly like ``d``; a value set here
-(or per call, or through ``configurable_fields``) overrides it for that call.
+Every GGRO option is a field (``GGROOptionFields``, the vocabulary LlamaIndex's
+``GGROLLM`` uses too) defaulting to ``None``, meaning "whatever the decoder is
+configured with", so ``ChatGGRO(decoder=d)`` behaves exactly like ``d``. A call's
+``bind()`` / per-call keywords win over the fields. The decoder validates all of it
+(``GGRODecoder.settle`` at construction, ``prepare`` per call): nothing here
+re-checks what the core checks.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from langchain_core.language_models import LanguageModelInput
+from langchain_core.runnables import RunnableConfig, ensure_config
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .._version import __version__
-from ..config import GGROConfig, config_field_names
-from ..decoding import GGRODecoder, GGROResult
-from ..errors import ConfigError
+from ..config import GGROConfig
+from ..conversation import Prompt
+from ..decoding import CallOptions, GenerationStream, GGRODecoder, GGROResult, PreparedCall
+from ..decoding.call import reward_label
+from ..decoding.threads import AsyncGenerationStream
+from ..errors import ConfigError, GGROError
 from ..events import InterventionEvent
-from ..models import DEFAULT_POLICY_ID
-from ..rewards.base import RewardModel
-from ._runtime import RUN_KWARG, AsyncEmit, SyncEmit, iterate_in_thread, run_in_thread
+from ..models import DEFAULT_POLICY_ID, default_policy_dir
+from ..options import KNOBS, GGROOptionFields
+from ._runs import AsyncEmit, ModelRun, SyncEmit, open_run
 
 # LangChain's standard constructor parameters for hosted models. A local policy has no key,
 # network timeout or retries; accepting (and ignoring) them keeps code written for other chat
 # models, and LangChain's standard tests, working unchanged.
 IGNORED_STANDARD_PARAMS = ("api_key", "timeout", "max_retries")
 
-KNOBS: tuple[str, ...] = tuple(config_field_names())
-"""The GGROConfig fields, each also a field of GGROLLM / ChatGGRO."""
 
-CALL_OPTIONS = (*KNOBS, "reward_model", "strategy", "max_tokens", "model")
-"""Keyword arguments accepted per call (``invoke(..., entropy_threshold=2.0)``) besides ``stop``."""
+class GGROFields(GGROOptionFields):
+    """The fields and call plumbing common to ``GGROLLM`` and ``ChatGGRO`` (first in their MRO)."""
 
-Strategy = Literal["ggro", "greedy", "best_of_n"]
-
-
-def reward_label(spec: Any) -> Any:
-    """A JSON-friendly name for a reward-model spec (instances by their name)."""
-    if isinstance(spec, RewardModel):
-        return spec.name
-    if isinstance(spec, dict):
-        return {reward_label(k): v for k, v in spec.items()}
-    return spec
-
-
-@dataclass
-class CallPlan:
-    """Everything one call passes to the decoder."""
-
-    prompt: Any
-    strategy: str
-    reward: RewardModel | None
-    overrides: dict[str, Any]
-    tools: list[dict[str, Any]] | None = None
-
-    @property
-    def streams(self) -> bool:
-        """Whether the decoder can stream this strategy (Best-of-N knows its answer only at the end)."""
-        return self.strategy != "best_of_n"
-
-    def decoder_kwargs(self) -> dict[str, Any]:
-        return {"strategy": self.strategy, "reward_model": self.reward, "tools": self.tools, **self.overrides}
-
-
-class GGROFields(BaseModel):
-    """The pydantic fields and helpers common to ``GGROLLM`` and ``ChatGGRO``."""
-
-    # Attribute docstrings become field descriptions (shown for configurable fields).
-    model_config = ConfigDict(
-        populate_by_name=True, arbitrary_types_allowed=True, protected_namespaces=(), use_attribute_docstrings=True
-    )
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     _ls_model_type: ClassVar[str] = "llm"
+    _langchain_kwargs: ClassVar[tuple[str, ...]] = ("model", "stream")
+    """Call keywords that are LangChain's, not GGRO options (``stream`` is read by BaseChatModel)."""
 
     model_id: str = Field(default="default", alias="model")
     """Policy loaded when no decoder is given: "default" (SmolLM2-135M-Instruct), a hub id or a local path."""
-    reward_model: Any = None
-    """Reward model: a registered name, hub id, path, RewardModel or {name: weight}; None = the decoder's."""
     decoder: GGRODecoder | None = Field(default=None, exclude=True)
     """The shared GGRODecoder doing the work; built from model_id and reward_model when not given."""
     device: str | None = None
@@ -88,41 +56,6 @@ class GGROFields(BaseModel):
     """Torch dtype name for models loaded by name ("float32", "bfloat16", ...); None = the checkpoint's."""
     trust_remote_code: bool = False
     """Allow custom model code from the hub when loading model_id (off: it would run downloaded code)."""
-    strategy: Strategy = "ggro"
-    """"ggro", or the "greedy" / "best_of_n" baselines (same interface, no interventions)."""
-
-    entropy_threshold: float | None = None
-    """Entropy (nats) at or above which GGRO may intervene; None = the decoder's."""
-    num_refinements: int | None = None
-    """Most nudged candidates tried per trigger (0 = plain decoding); None = the decoder's."""
-    nudge_top_k: int | None = None
-    """Nudges come from the policy's own top-K tokens; None = the decoder's."""
-    nudge_temperature: float | None = None
-    """Temperature β of sampled nudge selection; None = the decoder's."""
-    nudge_selection: Literal["greedy", "sample"] | None = None
-    """"greedy" (highest predicted gain) or "sample" (∝ exp(gain/β)); None = the decoder's."""
-    nudge_scoring: Literal["gradient", "exact"] | None = None
-    """"gradient" (one backward pass) or "exact" (score every swap); None = the decoder's."""
-    min_segment_tokens: int | None = None
-    """Fewest tokens between two triggers; None = the decoder's."""
-    max_new_tokens: int | None = Field(default=None, alias="max_tokens")
-    """Token budget of the response (LangChain's ``max_tokens`` is accepted too); None = the decoder's."""
-    temperature: float | None = None
-    """Base decoding temperature, 0 = greedy; None = the decoder's."""
-    top_p: float | None = None
-    """Nucleus mass of the base rule when sampling; None = the decoder's."""
-    seed: int | None = None
-    """Seed for sampled decoding and nudges (same seed, same output); None = the decoder's."""
-    stop: list[str] | None = None
-    """Stop sequences (any length, matched exactly in the text); the text ends before the first one."""
-    refinement: Literal["sequential", "parallel"] | None = None
-    """"sequential" (the paper) or "parallel" (one batch of candidates per trigger); None = the decoder's."""
-    best_of_n: int | None = None
-    """N of the "best_of_n" strategy; None = the decoder's."""
-    best_of_n_temperature: float | None = None
-    """Sampling temperature of the Best-of-N baseline; None = the decoder's."""
-    use_chat_template: bool | None = None
-    """Format string prompts with the policy's chat template; None = the decoder's (yes when it has one)."""
     streaming: bool | None = None
     """True makes ``invoke`` stream internally, so ``on_llm_new_token`` callbacks fire."""
 
@@ -170,8 +103,8 @@ class GGROFields(BaseModel):
                 trust_remote_code=self.trust_remote_code,
             )
         elif "model_id" not in self.model_fields_set:
-            self.model_id = _policy_name(self.decoder.model)  # so traces name the real policy
-        self.decoder.config.replace(**self._field_overrides())  # fail at construction, not at the first call
+            self.model_id = _policy_name(self.decoder)  # so traces name the real policy
+        self.decoder.settle(self.call_options())  # bad options and reward names fail here, not at the first call
         return self
 
     @model_validator(mode="after")
@@ -179,94 +112,128 @@ class GGROFields(BaseModel):
         self._add_version("ggro-integrations", __version__)  # type: ignore[attr-defined]
         return self
 
-    # -- options ------------------------------------------------------------------
+    # -- one call -------------------------------------------------------------------
 
-    def _field_overrides(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in KNOBS if getattr(self, name) is not None}
-
-    def _overrides(self, stop: Sequence[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Knob values for one call: fields, then per-call kwargs, then LangChain's ``stop``."""
-        overrides = self._field_overrides()
-        if "max_tokens" in kwargs:
-            overrides["max_new_tokens"] = kwargs["max_tokens"]
-        overrides.update({k: v for k, v in kwargs.items() if k in KNOBS and v is not None})
-        if stop is not None:
-            overrides["stop"] = list(stop)
-        return overrides
-
-    def _effective_config(self, stop: Sequence[str] | None = None, **kwargs: Any) -> GGROConfig:
-        assert self.decoder is not None
-        return self.decoder.config.replace(**self._overrides(stop, kwargs))
-
-    def _plan(
-        self, prompt: Any, stop: Sequence[str] | None, kwargs: dict[str, Any], extra: Sequence[str] = ()
-    ) -> CallPlan:
-        """Validate one call's options and turn them into decoder arguments."""
-        unknown = sorted(set(kwargs) - set(CALL_OPTIONS) - set(extra) - {RUN_KWARG})
-        if unknown:
-            raise ConfigError(
-                f"{type(self).__name__} got unknown option(s) {unknown}; per-call options are: "
-                f"{', '.join(CALL_OPTIONS)}."
-            )
+    def _options(self, stop: list[str] | None, kwargs: dict[str, Any]) -> CallOptions:
+        """One call's options: its keywords (and LangChain's ``stop``) over this model's fields."""
         model = kwargs.get("model")
-        if model is not None and model != self.model_id:
+        if model is not None and model not in (self.model_id, self._model_name()):
             raise ConfigError(
                 f"model={model!r} differs from this {type(self).__name__}'s policy {self.model_id!r}; a GGRO model "
                 "is bound to one policy. Build another one with from_model_id(model_id=...)."
             )
-        strategy = kwargs.get("strategy") or self.strategy
-        if strategy not in ("ggro", "greedy", "best_of_n"):
-            raise ConfigError(f"strategy must be 'ggro', 'greedy' or 'best_of_n'; got {strategy!r}.")
-        overrides = self._overrides(stop, kwargs)
+        values = {k: v for k, v in kwargs.items() if k not in self._langchain_kwargs}
+        if stop is not None:
+            values["stop"] = list(stop)
+        return CallOptions.parse(values, where=type(self).__name__).over(self.call_options())
+
+    def _prepare(self, prompt: Prompt, stop: list[str] | None, kwargs: dict[str, Any]) -> PreparedCall:
+        """The validated call (the decoder checks options, reward model, prompt and its length)."""
         assert self.decoder is not None
-        self.decoder.config.replace(**overrides)  # validates before any work starts
-        reward = self._resolve_reward(kwargs.get("reward_model", self.reward_model))
-        return CallPlan(prompt, strategy, reward, overrides)
+        return self.decoder.prepare(prompt, self._options(stop, kwargs))
 
-    def _resolve_reward(self, spec: Any) -> RewardModel | None:
-        """The reward model for a call (None = the decoder's), resolved with the decoder's device so the
-        registry's cache (keyed by spec, device and dtype) returns the already-loaded model."""
-        if spec is None or isinstance(spec, RewardModel):
-            return spec
-        from ..rewards.registry import load_reward_model
-
-        device = self.device
-        if device is None:
-            policy_device = self._policy_device()
-            device = None if policy_device.type == "cpu" else str(policy_device)
-        return load_reward_model(spec, device=device, dtype=self.dtype)
-
-    def _policy_device(self) -> Any:
+    def _effective_config(self, stop: list[str] | None = None, **kwargs: Any) -> GGROConfig:
+        """The configuration a call with these keywords runs with."""
         assert self.decoder is not None
-        return self.decoder.model.get_input_embeddings().weight.device
+        return self.decoder.config.replace(**self._options(stop, kwargs).config)
 
-    # -- running ------------------------------------------------------------------
+    def _texts(self, stream: GenerationStream, emit: SyncEmit) -> Iterator[str]:
+        """The stream's committed text pieces, sending each intervention to ``emit`` as GGRO decides it."""
+        items = iter(stream)
+        try:
+            for item in items:
+                if isinstance(item, InterventionEvent):
+                    emit(item)
+                elif item.text:
+                    yield item.text
+        finally:
+            items.close()  # the consumer may stop early: free the decoder's caches now
 
-    def _run(self, plan: CallPlan, emit: SyncEmit) -> GGROResult:
-        """Decode, sending each intervention to ``emit`` as soon as GGRO decides it."""
+    async def _atexts(self, stream: GenerationStream, emit: AsyncEmit) -> AsyncIterator[str]:
+        """``_texts`` off the event loop: decoding runs in a worker thread, which stops when the
+        consumer stops reading, closes the generator or is cancelled."""
         assert self.decoder is not None
-        if not plan.streams:
-            return self.decoder.generate(plan.prompt, **plan.decoder_kwargs())
-        stream = self.decoder.stream(plan.prompt, **plan.decoder_kwargs())
-        for item in stream:
-            if isinstance(item, InterventionEvent):
-                emit(item)
+        bridge = AsyncGenerationStream(stream, device=self.decoder.device)
+        try:
+            async for item in bridge:
+                if isinstance(item, InterventionEvent):
+                    await emit(item)
+                elif item.text:
+                    yield item.text
+        finally:
+            await bridge.aclose()  # `async for` does not close it when the consumer leaves early
+
+    def _decode(self, call: PreparedCall, emit: SyncEmit) -> GGROResult:
+        assert self.decoder is not None
+        stream = self.decoder.stream(call)
+        for _ in self._texts(stream, emit):
+            pass
         assert stream.result is not None
         return stream.result
 
-    async def _arun(self, plan: CallPlan, emit: AsyncEmit) -> GGROResult:
-        """``_run`` off the event loop: decoding happens in a worker thread."""
+    async def _adecode(self, call: PreparedCall, emit: AsyncEmit) -> GGROResult:
         assert self.decoder is not None
-        if not plan.streams:
-            return await run_in_thread(
-                self.decoder.generate, plan.prompt, device=self._policy_device(), **plan.decoder_kwargs()
-            )
-        stream = self.decoder.stream(plan.prompt, **plan.decoder_kwargs())
-        async for item in iterate_in_thread(stream, self._policy_device()):
-            if isinstance(item, InterventionEvent):
-                await emit(item)
+        stream = self.decoder.stream(call)
+        async for _ in self._atexts(stream, emit):
+            pass
         assert stream.result is not None
         return stream.result
+
+    # -- public call methods: the model run fixed up front ---------------
+
+    def _begin(
+        self, config: RunnableConfig | None, stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[RunnableConfig, list[str] | None, dict[str, Any], ModelRun]:
+        config = ensure_config(config)
+        config, run = open_run(self, config, stop, kwargs)
+        return config, stop, kwargs, run
+
+    def invoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        config, stop, kwargs, run = self._begin(config, stop, kwargs)
+        with run.active():
+            return super().invoke(input, config, stop=stop, **kwargs)  # type: ignore[misc]
+
+    async def ainvoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        config, stop, kwargs, run = self._begin(config, stop, kwargs)
+        with run.active():
+            return await super().ainvoke(input, config, stop=stop, **kwargs)  # type: ignore[misc]
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[Any]:
+        config, stop, kwargs, run = self._begin(config, stop, kwargs)
+        yield from run.steps(super().stream(input, config, stop=stop, **kwargs))  # type: ignore[misc]
+
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[Any]:
+        config, stop, kwargs, run = self._begin(config, stop, kwargs)
+        async for chunk in run.asteps(super().astream(input, config, stop=stop, **kwargs)):  # type: ignore[misc]
+            yield chunk
 
     # -- LangChain metadata ----------------------------------------------------------
 
@@ -300,20 +267,13 @@ class GGROFields(BaseModel):
         )
         try:
             cfg = self._effective_config(stop, **kwargs)
-        except (ConfigError, AssertionError):
+        except (GGROError, AssertionError):
             return params  # tracing metadata must never fail a call; the call itself reports the error
         params["ls_temperature"] = cfg.temperature
         params["ls_max_tokens"] = cfg.max_new_tokens
         if cfg.stop:
             params["ls_stop"] = list(cfg.stop)
         return params
-
-    def _clean_invocation_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Per-call kwargs as they should appear in traces: no private run handle, reward by name."""
-        kwargs = {k: v for k, v in kwargs.items() if k != RUN_KWARG}
-        if "reward_model" in kwargs:
-            kwargs["reward_model"] = reward_label(kwargs["reward_model"])
-        return kwargs
 
     def get_token_ids(self, text: str) -> list[int]:
         """Token ids of ``text`` under the policy's own tokenizer (never a tokenizer from the Hub)."""
@@ -323,7 +283,7 @@ class GGROFields(BaseModel):
 
 def result_metadata(result: GGROResult, model_name: str) -> dict[str, Any]:
     """What a response carries besides its text: reward, interventions (full and summarised), work done."""
-    accepted = result.accepted_interventions
+    summary = result.summary()
     return {
         "model_name": model_name,
         "finish_reason": result.finish_reason,
@@ -331,22 +291,16 @@ def result_metadata(result: GGROResult, model_name: str) -> dict[str, Any]:
         "reward_model": result.reward_model,
         "reward_components": dict(result.reward_components),
         "strategy": result.strategy,
-        "ggro_summary": {
-            "triggers": len(result.interventions),
-            "accepted": len(accepted),
-            "reward_gain": sum(e.reward_gain for e in accepted),
-            "accepted_at": [e.char_offset for e in accepted],
-        },
+        # The core's one summary; "accepted" is the deprecated spelling of "interventions_accepted".
+        "ggro_summary": {**summary, "accepted": summary["interventions_accepted"]},
         "ggro_interventions": [e.to_dict() for e in result.interventions],
         "ggro_stats": result.stats.to_dict(),
     }
 
 
-def _policy_name(model: Any) -> str:
-    """How a preloaded policy is named in traces: "default" for the embedded default, else its path or id."""
-    from ..models import default_policy_dir
-
-    path = getattr(model.config, "_name_or_path", "") or ""
-    if path and os.path.abspath(path) == os.path.abspath(default_policy_dir()):
+def _policy_name(decoder: GGRODecoder) -> str:
+    """How a preloaded policy is named in traces: "default" for the embedded default, else the backend's name."""
+    name = decoder.backend.name
+    if name and os.path.abspath(name) == os.path.abspath(default_policy_dir()):
         return "default"
-    return path or type(model).__name__
+    return name

@@ -86,17 +86,20 @@ class GGROInterventionHandler(BaseCallbackHandler):
         return [e for e in self.events if e.accepted]
 
     def summary(self) -> dict[str, Any]:
-        """Counts per run: triggers, accepted nudges and total reward gained."""
+        """Counts per run, under the keys of ``GGROResult.summary()``: ``triggers``,
+        ``interventions_accepted`` (``accepted`` is its deprecated spelling) and ``reward_gain``."""
         with self._lock:
             runs = {run: list(events) for run, events in self.by_run.items()}
-        return {
-            str(run): {
+        out = {}
+        for run, events in runs.items():
+            accepted = sum(e.accepted for e in events)
+            out[str(run)] = {
                 "triggers": len(events),
-                "accepted": sum(e.accepted for e in events),
+                "interventions_accepted": accepted,
+                "accepted": accepted,
                 "reward_gain": sum(e.reward_gain for e in events if e.accepted),
             }
-            for run, events in runs.items()
-        }
+        return out
 
     def clear(self) -> None:
         with self._lock:

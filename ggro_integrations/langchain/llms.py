@@ -11,9 +11,8 @@ from langchain_core.language_models import BaseLLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 
 from ..decoding import GGROResult
-from ..events import InterventionEvent
 from ._base import GGROFields, result_metadata
-from ._runtime import RUN_KWARG, async_emitter, iterate_in_thread, sync_emitter
+from ._runs import async_emitter, prompt_run, prompt_runs, sync_emitter
 
 
 class GGROLLM(GGROFields, BaseLLM):
@@ -53,8 +52,10 @@ class GGROLLM(GGROFields, BaseLLM):
             generations=[[g] for g in generations], llm_output={"token_usage": usage, "model_name": model_name}
         )
 
-    # BaseLLM hands ``_generate`` only the first prompt's run manager (its own TODO); these
-    # overrides pass all of them so each prompt's interventions reach that prompt's run.
+    # -- LangChain hooks ------------------------------------------------------------------------
+    # BaseLLM passes _generate only the first prompt's run manager (its own TODO); these overrides
+    # publish all of them, so each prompt's interventions reach that prompt's run. The only private
+    # langchain-core methods the adapter overrides: tests/langchain/test_lc_core_contract.py pins them.
 
     def _generate_helper(
         self,
@@ -65,8 +66,8 @@ class GGROLLM(GGROFields, BaseLLM):
         new_arg_supported: bool,
         **kwargs: Any,
     ) -> LLMResult:
-        kwargs[RUN_KWARG] = list(run_managers)
-        return super()._generate_helper(prompts, stop, run_managers, new_arg_supported=new_arg_supported, **kwargs)
+        with prompt_runs(run_managers):
+            return super()._generate_helper(prompts, stop, run_managers, new_arg_supported=new_arg_supported, **kwargs)
 
     async def _agenerate_helper(
         self,
@@ -77,17 +78,10 @@ class GGROLLM(GGROFields, BaseLLM):
         new_arg_supported: bool,
         **kwargs: Any,
     ) -> LLMResult:
-        kwargs[RUN_KWARG] = list(run_managers)
-        return await super()._agenerate_helper(
-            prompts, stop, run_managers, new_arg_supported=new_arg_supported, **kwargs
-        )
-
-    @staticmethod
-    def _run_for(i: int, run_manager: Any, kwargs: dict[str, Any]) -> Any:
-        managers = kwargs.get(RUN_KWARG)
-        if isinstance(managers, list) and i < len(managers):
-            return managers[i]
-        return run_manager if i == 0 else None
+        with prompt_runs(run_managers):
+            return await super()._agenerate_helper(
+                prompts, stop, run_managers, new_arg_supported=new_arg_supported, **kwargs
+            )
 
     def _generate(
         self,
@@ -98,15 +92,12 @@ class GGROLLM(GGROFields, BaseLLM):
     ) -> LLMResult:
         generations: list[Generation] = []
         for i, prompt in enumerate(prompts):
-            run = self._run_for(i, run_manager, kwargs)
+            run = prompt_run(i, run_manager)
             if self.streaming:  # stream internally so on_llm_new_token fires
-                merged: GenerationChunk | None = None
-                for chunk in self._stream(prompt, stop, run, **kwargs):
-                    merged = chunk if merged is None else merged + chunk
-                assert merged is not None
-                generations.append(Generation(text=merged.text, generation_info=merged.generation_info))
+                generations.append(_merged(list(self._stream(prompt, stop, run, **kwargs))))
             else:
-                generations.append(self._generation(self._run(self._plan(prompt, stop, kwargs), sync_emitter(run))))
+                call = self._prepare(prompt, stop, kwargs)
+                generations.append(self._generation(self._decode(call, sync_emitter(self, run))))
         return self._llm_result(generations, self._model_name())
 
     async def _agenerate(
@@ -118,17 +109,12 @@ class GGROLLM(GGROFields, BaseLLM):
     ) -> LLMResult:
         generations: list[Generation] = []
         for i, prompt in enumerate(prompts):
-            run = self._run_for(i, run_manager, kwargs)
+            run = prompt_run(i, run_manager)
             if self.streaming:
-                merged: GenerationChunk | None = None
-                async for chunk in self._astream(prompt, stop, run, **kwargs):
-                    merged = chunk if merged is None else merged + chunk
-                assert merged is not None
-                generations.append(Generation(text=merged.text, generation_info=merged.generation_info))
+                generations.append(_merged([c async for c in self._astream(prompt, stop, run, **kwargs)]))
             else:
-                plan = await asyncio.to_thread(self._plan, prompt, stop, kwargs)  # may load a reward model
-                result = await self._arun(plan, async_emitter(run))
-                generations.append(self._generation(result))
+                call = await asyncio.to_thread(self._prepare, prompt, stop, kwargs)  # may load a reward model
+                generations.append(self._generation(await self._adecode(call, async_emitter(self, run))))
         return self._llm_result(generations, self._model_name())
 
     def _stream(
@@ -139,22 +125,16 @@ class GGROLLM(GGROFields, BaseLLM):
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
         # Unlike chat models, BaseLLM leaves on_llm_new_token to the implementation.
-        plan = self._plan(prompt, stop, kwargs)
-        emit = sync_emitter(run_manager)
+        call = self._prepare(prompt, stop, kwargs)
         assert self.decoder is not None
-        if not plan.streams:  # Best-of-N: one chunk at the end
-            result = self._run(plan, emit)
-            yield self._text_chunk(result.text, run_manager)
-        else:
-            stream = self.decoder.stream(plan.prompt, **plan.decoder_kwargs())
-            for item in stream:
-                if isinstance(item, InterventionEvent):
-                    emit(item)
-                elif item.text:
-                    yield self._text_chunk(item.text, run_manager)
-            assert stream.result is not None
-            result = stream.result
-        yield self._last_chunk(result)
+        stream = self.decoder.stream(call)
+        for text in self._texts(stream, sync_emitter(self, run_manager)):
+            chunk = GenerationChunk(text=text)
+            if run_manager:
+                run_manager.on_llm_new_token(text, chunk=chunk)
+            yield chunk
+        assert stream.result is not None
+        yield self._last_chunk(stream.result)
 
     async def _astream(
         self,
@@ -163,35 +143,23 @@ class GGROLLM(GGROFields, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        plan = await asyncio.to_thread(self._plan, prompt, stop, kwargs)
-        emit = async_emitter(run_manager)
+        call = await asyncio.to_thread(self._prepare, prompt, stop, kwargs)  # may load a reward model
         assert self.decoder is not None
-        if not plan.streams:  # Best-of-N: one chunk at the end
-            result = await self._arun(plan, emit)
-            chunk = GenerationChunk(text=result.text)
+        stream = self.decoder.stream(call)
+        async for text in self._atexts(stream, async_emitter(self, run_manager)):
+            chunk = GenerationChunk(text=text)
             if run_manager:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                await run_manager.on_llm_new_token(text, chunk=chunk)
             yield chunk
-        else:
-            stream = self.decoder.stream(plan.prompt, **plan.decoder_kwargs())
-            async for item in iterate_in_thread(stream, self._policy_device()):
-                if isinstance(item, InterventionEvent):
-                    await emit(item)
-                elif item.text:
-                    chunk = GenerationChunk(text=item.text)
-                    if run_manager:
-                        await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                    yield chunk
-            assert stream.result is not None
-            result = stream.result
-        yield self._last_chunk(result)
-
-    @staticmethod
-    def _text_chunk(text: str, run_manager: CallbackManagerForLLMRun | None) -> GenerationChunk:
-        chunk = GenerationChunk(text=text)
-        if run_manager:
-            run_manager.on_llm_new_token(text, chunk=chunk)
-        return chunk
+        assert stream.result is not None
+        yield self._last_chunk(stream.result)
 
     def _last_chunk(self, result: GGROResult) -> GenerationChunk:
         return GenerationChunk(text="", generation_info=result_metadata(result, self._model_name()))
+
+
+def _merged(chunks: list[GenerationChunk]) -> Generation:
+    merged = chunks[0]
+    for chunk in chunks[1:]:
+        merged = merged + chunk
+    return Generation(text=merged.text, generation_info=merged.generation_info)

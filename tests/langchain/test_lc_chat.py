@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from typing import Any
 
@@ -54,6 +53,13 @@ def test_invoke_matches_core_decoder_and_reports_usage(chat, decoder):
     assert timeless(meta["ggro_interventions"]) == timeless(reference.interventions)
     assert meta["ggro_summary"]["triggers"] == len(reference.interventions) > 0
     assert meta["ggro_summary"]["accepted"] == sum(e.accepted for e in reference.interventions)
+    # The core's one summary (the keys LlamaIndex reports too), plus the deprecated "accepted" alias.
+    summary = reference.summary()
+    assert set(meta["ggro_summary"]) == {*summary, "accepted"}
+    assert meta["ggro_summary"]["accepted"] == meta["ggro_summary"]["interventions_accepted"]
+    for key in ("triggers", "interventions_accepted", "accepted_at", "strategy", "reward_model", "total_tokens"):
+        assert meta["ggro_summary"][key] == summary[key], key
+    assert meta["ggro_summary"]["reward_gain"] == pytest.approx(summary["reward_gain"])
 
 
 def test_prompt_is_not_echoed_and_messages_use_the_chat_template(scripted):
@@ -208,25 +214,62 @@ async def test_astream_abatch_and_async_handlers(chat):
     assert [m.content for m in batch] == [expected.content] * 2
 
 
-async def test_stopping_an_async_stream_stops_the_worker():
-    from ggro_integrations.langchain._runtime import iterate_in_thread
+class ForwardCounter:
+    """Counts the policy's forward calls (an independent count: a hook on the torch module)."""
 
-    produced, closed = [], threading.Event()
+    def __init__(self, model: Any) -> None:
+        self.calls = 0
+        self._handle = model.register_forward_hook(self._hook)
 
-    def slow():
-        try:
-            for i in range(200):
-                time.sleep(0.01)
-                produced.append(i)
-                yield i
-        finally:
-            closed.set()
+    def _hook(self, *args: Any) -> None:
+        self.calls += 1
 
-    agen = iterate_in_thread(slow())
-    assert [await agen.__anext__(), await agen.__anext__()] == [0, 1]
-    await agen.aclose()
-    assert await asyncio.to_thread(closed.wait, 5.0)  # the worker closed the generator...
-    assert len(produced) < 20  # ...within an item or two, not after decoding everything
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+async def settled(counter: ForwardCounter, quiet: float = 0.4) -> int:
+    """Wait until the count stops moving; returns it."""
+    while True:
+        before = counter.calls
+        await asyncio.sleep(quiet)
+        if counter.calls == before:
+            return before
+
+
+async def test_an_astream_left_unread_stops_decoding(decoder):
+    # A consumer that breaks out of `async for` without aclose() (the ordinary way to stop) must not
+    # leave the worker decoding to the end of the budget: the bridge runs only a few items ahead.
+    chat = ChatGGRO(decoder=decoder, strategy="greedy", max_new_tokens=200)
+    full = decoder.generate(USER, strategy="greedy", max_new_tokens=200)
+    assert len(full.token_ids) > 100, "the reference must be long for the test to mean anything"
+    counter = ForwardCounter(decoder.model)
+    try:
+        stream = chat.astream(QUESTION)
+        async for _chunk in stream:
+            break
+        used = await settled(counter)
+    finally:
+        counter.remove()
+    assert used < 20, f"{used} policy forwards after the consumer stopped reading (a full run is {len(full.token_ids)})"
+    del stream
+
+
+async def test_cancelling_ainvoke_stops_a_best_of_n_batch(decoder):
+    # Best-of-N yields only once every sample has ended; cancelling the call must stop the batch mid-way.
+    chat = ChatGGRO(decoder=decoder, strategy="best_of_n", best_of_n=4, max_new_tokens=400)
+    counter = ForwardCounter(decoder.model)
+    try:
+        task = asyncio.create_task(chat.ainvoke(QUESTION))
+        while counter.calls < 5:
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        used = await settled(counter)
+    finally:
+        counter.remove()
+    assert used < 100, f"{used} forwards: the batch ran on after cancellation"
 
 
 async def test_errors_in_the_decoding_thread_reach_the_caller(chat):
