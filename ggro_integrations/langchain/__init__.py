@@ -6,6 +6,7 @@ Example:
     >>> from ggro_integrations.langchain import ChatGGRO, GGROInterventionHandler  # doctest: +SKIP
     >>> chat = ChatGGRO.from_model_id("default", reward_model="default")           # doctest: +SKIP
     >>> chat.invoke("Hi!", config={"callbacks": [GGROInterventionHandler()]})      # doctest: +SKIP
+    >>> chain.invoke(inputs, config={"configurable": {"entropy_threshold": 2.5}})  # doctest: +SKIP
 """
 
 try:
@@ -25,9 +26,10 @@ from ..tools import (
     supports_tools,
     with_tool_template,
 )
+from ._config import CONFIGURABLE, GGROConfigWarning
 from .callbacks import GGROInterventionHandler
 from .chat_models import ChatGGRO
-from .configurable import CONFIGURABLE, configurable_ggro
+from .configurable import configurable_ggro
 from .llms import GGROLLM
 from .tracers import CustomEventRecorder, GGRORunCollector, GGROTracer, format_run_tree
 
@@ -38,6 +40,7 @@ __all__ = [
     "INTERVENTION_EVENT_NAME",
     "ChatGGRO",
     "CustomEventRecorder",
+    "GGROConfigWarning",
     "GGROInterventionHandler",
     "GGRORunCollector",
     "GGROTracer",

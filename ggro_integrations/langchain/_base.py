@@ -2,8 +2,9 @@
 
 Every GGRO option is a field (``GGROOptionFields``, the vocabulary LlamaIndex's
 ``GGROLLM`` uses too) defaulting to ``None``, meaning "whatever the decoder is
-configured with", so ``ChatGGRO(decoder=d)`` behaves exactly like ``d``. A call's
-``bind()`` / per-call keywords win over the fields. The decoder validates all of it
+configured with", so ``ChatGGRO(decoder=d)`` behaves exactly like ``d``. A call
+layers, each over the one before: fields, ``config["configurable"]``,
+``bind()`` / per-call keywords. The decoder validates all of it
 (``GGRODecoder.settle`` at construction, ``prepare`` per call): nothing here
 re-checks what the core checks.
 """
@@ -16,7 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
 
 from langchain_core.language_models import LanguageModelInput
-from langchain_core.runnables import RunnableConfig, ensure_config
+from langchain_core.runnables import ConfigurableFieldSpec, RunnableConfig, ensure_config
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .._version import __version__
@@ -29,6 +30,7 @@ from ..errors import ConfigError, GGROError
 from ..events import InterventionEvent
 from ..models import DEFAULT_POLICY_ID, default_policy_dir
 from ..options import KNOBS, GGROOptionFields
+from . import _config
 from ._runs import AsyncEmit, ModelRun, SyncEmit, open_run
 
 # LangChain's standard constructor parameters for hosted models. A local policy has no key,
@@ -58,6 +60,8 @@ class GGROFields(GGROOptionFields):
     """Allow custom model code from the hub when loading model_id (off: it would run downloaded code)."""
     streaming: bool | None = None
     """True makes ``invoke`` stream internally, so ``on_llm_new_token`` callbacks fire."""
+    configurable_prefix: str = ""
+    """Prefix of this model's config["configurable"] keys ("chat_" reads chat_entropy_threshold; "" the bare names)."""
 
     # -- construction -----------------------------------------------------------
 
@@ -105,6 +109,7 @@ class GGROFields(GGROOptionFields):
         elif "model_id" not in self.model_fields_set:
             self.model_id = _policy_name(self.decoder)  # so traces name the real policy
         self.decoder.settle(self.call_options())  # bad options and reward names fail here, not at the first call
+        _config.register_prefix(self.configurable_prefix)
         return self
 
     @model_validator(mode="after")
@@ -179,12 +184,22 @@ class GGROFields(GGROOptionFields):
         assert stream.result is not None
         return stream.result
 
-    # -- public call methods: the model run fixed up front ---------------
+    # -- public call methods: chain-level config, and the model run fixed up front ---------------
+
+    def _configured(
+        self, config: RunnableConfig | None, stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[RunnableConfig, list[str] | None, dict[str, Any]]:
+        """The call's config, and its ``stop`` and keywords with the configured GGRO options under them."""
+        # ensure_config also picks up the config of an enclosing runnable (a LangGraph node that calls
+        # model.invoke(messages) without passing its config).
+        config = ensure_config(config)
+        stop, kwargs = _config.with_configured(self.configurable_prefix, config, stop, kwargs)
+        return config, stop, kwargs
 
     def _begin(
         self, config: RunnableConfig | None, stop: list[str] | None, kwargs: dict[str, Any]
     ) -> tuple[RunnableConfig, list[str] | None, dict[str, Any], ModelRun]:
-        config = ensure_config(config)
+        config, stop, kwargs = self._configured(config, stop, kwargs)
         config, run = open_run(self, config, stop, kwargs)
         return config, stop, kwargs, run
 
@@ -234,6 +249,11 @@ class GGROFields(GGROOptionFields):
         config, stop, kwargs, run = self._begin(config, stop, kwargs)
         async for chunk in run.asteps(super().astream(input, config, stop=stop, **kwargs)):  # type: ignore[misc]
             yield chunk
+
+    @property
+    def config_specs(self) -> list[ConfigurableFieldSpec]:
+        """The options this model reads from ``config["configurable"]`` (``chain.config_schema()`` lists them)."""
+        return _config.config_specs(self)
 
     # -- LangChain metadata ----------------------------------------------------------
 

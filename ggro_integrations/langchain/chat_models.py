@@ -12,7 +12,7 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
@@ -37,7 +37,7 @@ class ChatGGRO(GGROFields, BaseChatModel):
     Example:
         >>> chat = ChatGGRO.from_model_id("default", reward_model="default", entropy_threshold=2.5)  # doctest: +SKIP
         >>> chat.invoke("How do I pick a lock?").response_metadata["ggro_summary"]                   # doctest: +SKIP
-        >>> ChatGGRO(decoder=my_decoder).with_config(configurable={})                                # doctest: +SKIP
+        >>> chain.invoke(inputs, config={"configurable": {"entropy_threshold": 3.0}})                # doctest: +SKIP
     """
 
     _ls_model_type: ClassVar[str] = "chat"
@@ -211,6 +211,35 @@ class ChatGGRO(GGROFields, BaseChatModel):
             yield ChatGenerationChunk(message=AIMessageChunk(content=text))
         assert stream.result is not None
         yield self._final_chunk(stream.result, call, streamed_text=True)
+
+    # stream_events/astream_events(version="v3") open the model run themselves (and pass its run
+    # manager to _stream) without going through invoke/stream: read the chain-level config here.
+
+    def stream_events(  # type: ignore[override]
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        version: Literal["v1", "v2", "v3"] = "v2",
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        if version == "v3":
+            config, stop, kwargs = self._configured(config, stop, kwargs)
+        return super().stream_events(input, config, version=version, stop=stop, **kwargs)
+
+    def astream_events(  # type: ignore[override]
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        version: Literal["v1", "v2", "v3"] = "v2",
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        if version == "v3":
+            config, stop, kwargs = self._configured(config, stop, kwargs)
+        return super().astream_events(input, config, version=version, stop=stop, **kwargs)
 
     def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
         """Prompt tokens of ``messages`` as the policy sees them: chat template and tools included."""

@@ -1,50 +1,40 @@
-"""``configurable_ggro``: every GGRO knob of a model settable per call through LangChain's config."""
+"""``configurable_ggro``: deprecated — every GGRO model reads its options from ``config["configurable"]`` itself."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
-
-from langchain_core.runnables import ConfigurableField, Runnable
-from langchain_core.runnables.configurable import RunnableConfigurableFields
+import warnings
+from collections.abc import Iterable
+from typing import TypeVar
 
 from ..errors import ConfigError
-from ._base import KNOBS, GGROFields
+from ._base import GGROFields
+from ._config import CONFIGURABLE, register_prefix
 
-CONFIGURABLE = (*KNOBS, "reward_model", "strategy")
-"""What ``configurable_ggro`` exposes by default: every GGROConfig knob, the reward model and the strategy."""
+M = TypeVar("M", bound=GGROFields)
 
-
-class ConfigurableGGRO(RunnableConfigurableFields):
-    """A configurable GGRO model whose ``bind_tools`` keeps it configurable.
-
-    (LangChain forwards ``bind_tools`` on a configurable model to the default
-    instance, which silently drops the configurable fields.)
-    """
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable:
-        """Validate and format ``tools`` as ``ChatGGRO.bind_tools`` does, then bind them to this configurable model."""
-        bound = self.default.bind_tools(tools, **kwargs)  # type: ignore[attr-defined]
-        return self.bind(**bound.kwargs)  # type: ignore[attr-defined]
+__all__ = ["CONFIGURABLE", "configurable_ggro"]
 
 
-def configurable_ggro(model: GGROFields, fields: Iterable[str] | None = None, *, prefix: str = "") -> ConfigurableGGRO:
-    """``model.configurable_fields(...)`` for every GGRO knob, with ids ``prefix + name``.
+def configurable_ggro(model: M, fields: Iterable[str] | None = None, *, prefix: str = "") -> M:
+    """Deprecated: ``model`` is configurable already. Returns a copy reading keys ``prefix + name``.
 
-    LangChain re-creates the model for a call that sets a value; the decoder (a
-    public field) is reused and reward models named per call come from the
-    registry's cache, so nothing is reloaded.
-
-    Example:
-        >>> chat = configurable_ggro(ChatGGRO(decoder=decoder))                                         # doctest: +SKIP
-        >>> chat.with_config(configurable={"entropy_threshold": 3.0, "reward_model": "strict"}).invoke(q)  # doctest: +SKIP
+    It used to wrap the model in LangChain's ``configurable_fields``; a GGRO model now
+    reads every option in ``CONFIGURABLE`` from ``config["configurable"]`` itself, so
+    ``fields`` no longer narrows anything (it is still checked). Use
+    ``ChatGGRO(..., configurable_prefix="chat_")`` for a prefix.
     """
     names = list(fields) if fields is not None else list(CONFIGURABLE)
-    known = type(model).model_fields
-    unknown = [n for n in names if n not in known]
+    unknown = [n for n in names if n not in CONFIGURABLE]
     if unknown:
-        raise ConfigError(f"cannot make {unknown} configurable: not fields of {type(model).__name__}.")
-    specs = {
-        name: ConfigurableField(id=prefix + name, name=name, description=known[name].description) for name in names
-    }
-    return ConfigurableGGRO(default=model, fields=specs)  # what model.configurable_fields(**specs) builds
+        raise ConfigError(
+            f"cannot make {unknown} configurable: not fields of {type(model).__name__}; "
+            f"configurable options are {', '.join(CONFIGURABLE)}."
+        )
+    warnings.warn(
+        "configurable_ggro(model) is deprecated: GGRO models read config['configurable'] themselves. "
+        "Use the model directly, with configurable_prefix=... for prefixed keys.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    register_prefix(prefix)  # model_copy skips the validator that registers it
+    return model.model_copy(update={"configurable_prefix": prefix})

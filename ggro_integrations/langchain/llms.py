@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseLLM
+from langchain_core.language_models import BaseLLM, LanguageModelInput
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
+from langchain_core.runnables import RunnableConfig, ensure_config
+from langchain_core.runnables.config import get_config_list
 
 from ..decoding import GGROResult
+from . import _config
 from ._base import GGROFields, result_metadata
 from ._runs import async_emitter, prompt_run, prompt_runs, sync_emitter
 
@@ -156,6 +161,78 @@ class GGROLLM(GGROFields, BaseLLM):
 
     def _last_chunk(self, result: GGROResult) -> GenerationChunk:
         return GenerationChunk(text="", generation_info=result_metadata(result, self._model_name()))
+
+    # -- batches: BaseLLM.batch sends every prompt to one _generate with one set of keywords, so inputs
+    # whose configs set different GGRO options go in separate BaseLLM.batch calls.
+
+    def batch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[str]:
+        """``BaseLLM.batch`` once per group of inputs whose configs set the same GGRO options."""
+        groups = self._groups(inputs, config, kwargs)
+        results = []
+        for g in groups:
+            batch = [inputs[i] for i in g.indices]
+            results.append(
+                super().batch(batch, g.configs, return_exceptions=return_exceptions, stop=g.stop, **g.kwargs)
+            )
+        return _in_input_order(len(inputs), groups, results)
+
+    async def abatch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[str]:
+        """The async twin of ``batch``."""
+        groups = self._groups(inputs, config, kwargs)
+        results = []
+        for g in groups:
+            batch = [inputs[i] for i in g.indices]
+            results.append(
+                await super().abatch(batch, g.configs, return_exceptions=return_exceptions, stop=g.stop, **g.kwargs)
+            )
+        return _in_input_order(len(inputs), groups, results)
+
+    def _groups(
+        self, inputs: list[Any], config: RunnableConfig | list[RunnableConfig] | None, kwargs: dict[str, Any]
+    ) -> list[_Group]:
+        """The inputs grouped by the options their configs give them, in first-seen order."""
+        kwargs = dict(kwargs)
+        stop = kwargs.pop("stop", None)
+        groups: dict[str, _Group] = {}
+        for i, cfg in enumerate(get_config_list(config, len(inputs))):
+            cfg_stop, cfg_kwargs = _config.with_configured(self.configurable_prefix, ensure_config(cfg), stop, kwargs)
+            key = json.dumps([cfg_stop, cfg_kwargs], sort_keys=True, default=repr)
+            group = groups.setdefault(key, _Group(cfg_stop, cfg_kwargs))
+            group.indices.append(i)
+            group.configs.append(cfg)
+        return list(groups.values())
+
+
+@dataclass
+class _Group:
+    """Inputs of one batch whose configs give them the same GGRO options."""
+
+    stop: list[str] | None
+    kwargs: dict[str, Any]
+    indices: list[int] = field(default_factory=list)
+    configs: list[RunnableConfig] = field(default_factory=list)
+
+
+def _in_input_order(n: int, groups: list[_Group], results: list[list[Any]]) -> list[Any]:
+    out: list[Any] = [None] * n
+    for group, group_results in zip(groups, results):
+        for i, result in zip(group.indices, group_results):
+            out[i] = result
+    return out
 
 
 def _merged(chunks: list[GenerationChunk]) -> Generation:

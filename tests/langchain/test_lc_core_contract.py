@@ -3,7 +3,7 @@
 Each assertion says what to change in ``ggro_integrations.langchain`` when it fails: such a
 failure means langchain-core changed (or fixed) a behaviour one of the adapter's workarounds
 depends on. Fake models only: no torch, milliseconds. What the workarounds are for is in
-``ggro_integrations/langchain/_runs.py`` (events).
+``ggro_integrations/langchain/_runs.py`` (events) and ``_config.py`` (chain-level config).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForLLMR
 from langchain_core.language_models import BaseChatModel, BaseLLM
 from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation, LLMResult
-from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables import RunnableLambda, ensure_config
 
 
 class _Chat(BaseChatModel):
@@ -168,3 +168,37 @@ def test_the_private_helpers_ggrollm_overrides_keep_their_signature():
             f"BaseLLM.{name} changed signature to {sig}: update GGROLLM.{name} in ggro_integrations/langchain/llms.py "
             "(it only wraps the call in prompt_runs(run_managers)), or delete it if run managers reach _generate."
         )
+
+
+def test_v3_stream_events_bypass_invoke_and_stream():
+    calls: list[str] = []
+
+    class Spy(_Chat):
+        def invoke(self, *a: Any, **k: Any) -> Any:
+            calls.append("invoke")
+            return super().invoke(*a, **k)
+
+        def stream(self, *a: Any, **k: Any) -> Any:
+            calls.append("stream")
+            return super().stream(*a, **k)
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # v3 is beta and says so
+        assert Spy(seen=[]).stream_events("hi", version="v3").output.text == "a"
+    assert calls == [], (
+        "stream_events(version='v3') now goes through invoke()/stream(): delete ChatGGRO.stream_events/"
+        "astream_events in ggro_integrations/langchain/chat_models.py (they only read the chain-level config "
+        "that invoke/stream now read for it)."
+    )
+
+
+def test_ensure_config_sees_the_enclosing_runnables_config():
+    # A LangGraph node or a lambda that calls model.invoke(messages) without its config: GGROFields._begin
+    # reads config["configurable"] through ensure_config, which must still find the caller's config.
+    seen = RunnableLambda(lambda x: ensure_config().get("configurable")).invoke("x", {"configurable": {"k": 1}})
+    assert seen == {"k": 1}, (
+        "ensure_config() no longer returns the enclosing runnable's config: chain-level GGRO options are now "
+        "ignored when a node calls model.invoke(x) without config; GGROFields._begin must find them another way."
+    )
