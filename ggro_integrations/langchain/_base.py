@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.runnables import ConfigurableFieldSpec, RunnableConfig, ensure_config
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .._version import __version__
 from ..config import GGROConfig
@@ -64,6 +64,14 @@ class GGROFields(GGROOptionFields):
     """Prefix of this model's config["configurable"] keys ("chat_" reads chat_entropy_threshold; "" the bare names)."""
 
     # -- construction -----------------------------------------------------------
+
+    def __init__(self, **data: Any) -> None:
+        # pydantic wraps a ValueError raised in a validator (our ConfigError, RewardModelError) in a
+        # ValidationError; callers were promised the package's own error, naming the option and the fix.
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _construction_error(type(self).__name__, exc) from None
 
     @model_validator(mode="before")
     @classmethod
@@ -316,6 +324,16 @@ def result_metadata(result: GGROResult, model_name: str) -> dict[str, Any]:
         "ggro_interventions": [e.to_dict() for e in result.interventions],
         "ggro_stats": result.stats.to_dict(),
     }
+
+
+def _construction_error(cls_name: str, exc: ValidationError) -> GGROError:
+    """The package's own error behind a pydantic ``ValidationError``, else one ``ConfigError`` for all."""
+    for err in exc.errors():
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, GGROError):
+            return cause
+    problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or cls_name}: {e['msg']}" for e in exc.errors())
+    return ConfigError(f"invalid {cls_name} option(s): {problems}.")
 
 
 def _policy_name(decoder: GGRODecoder) -> str:

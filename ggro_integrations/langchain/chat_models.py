@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, ClassVar, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models import BaseChatModel, LanguageModelInput, ModelProfile
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import model_validator
 
-from ..decoding import GGROResult, PreparedCall
+from ..decoding import CallOptions, GGROResult, PreparedCall
 from ..errors import ConfigError
 from ..tools import ParsedToolCalls, parse_tool_calls, supports_tools, tool_choice_instruction
 from ._base import GGROFields, result_metadata
@@ -86,6 +88,29 @@ class ChatGGRO(GGROFields, BaseChatModel):
                 f"{problem}. Use a policy whose template supports tools (it references `tools`; the embedded "
                 '"default" has one), or give this one a tool template: ChatGGRO(decoder=with_tool_template(decoder)).'
             )
+
+    @model_validator(mode="after")
+    def _profile_once_the_decoder_exists(self) -> ChatGGRO:
+        # BaseChatModel resolves the profile before GGROFields builds the decoder from model_id (its
+        # validators run first); resolve it again once the policy is known.
+        if self.profile is None:
+            self.profile = self._resolve_model_profile()
+        return self
+
+    def _resolve_model_profile(self) -> ModelProfile | None:
+        """What agent builders read up front (langchain-core's profile hook): tools only when the template renders them."""
+        assert self.decoder is not None
+        profile = ModelProfile(
+            open_weights=True,
+            text_inputs=True,
+            image_inputs=False,
+            tool_calling=supports_tools(self.decoder.tokenizer),
+            tool_choice=False,  # honoured by instruction only: a local policy cannot be forced to call
+            structured_output=False,  # through tool calling, not a native mode
+        )
+        if self.decoder.context_window is not None:
+            profile["max_input_tokens"] = self.decoder.context_window
+        return profile
 
     def _prepare_chat(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
@@ -242,17 +267,16 @@ class ChatGGRO(GGROFields, BaseChatModel):
         return super().astream_events(input, config, version=version, stop=stop, **kwargs)
 
     def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
-        """Prompt tokens of ``messages`` as the policy sees them: chat template and tools included."""
+        """Prompt tokens of ``messages`` exactly as the decoder would encode them (chat template, tools)."""
         assert self.decoder is not None
+        # The decoder's own encoding (GGRODecoder.prepare), so counts follow it; on a view without the
+        # context-window check, because counting is how callers (trim_messages) find out a prompt is too long.
+        counting = copy.copy(self.decoder)
+        counting.context_window = None
         conversation = to_chat_messages(messages)
-        tokenizer = self.decoder.tokenizer
-        if not getattr(tokenizer, "chat_template", None):
-            return super().get_num_tokens_from_messages(messages)
-        kwargs: dict[str, Any] = {"tokenize": False, "add_generation_prompt": True}
-        if tools:
-            kwargs["tools"] = [convert_to_openai_tool(t) for t in tools]
-        text = tokenizer.apply_chat_template(conversation, **kwargs)
-        return len(tokenizer.encode(text, add_special_tokens=False))
+        schemas = [convert_to_openai_tool(t) for t in tools or ()] or None
+        options = CallOptions(tools=tuple(schemas) if schemas else None, strategy="greedy").over(self.call_options())
+        return len(counting.prepare(conversation, options).prompt_ids)
 
 
 def _with_instruction(conversation: list[dict[str, Any]], instruction: str) -> list[dict[str, Any]]:

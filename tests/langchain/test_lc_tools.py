@@ -119,6 +119,7 @@ def test_policy_without_tool_template_gets_a_clear_error(tiny_parts):
     decoder = GGRODecoder(policy, plain, reward, max_new_tokens=4)
     assert not supports_tools(plain)
     chat = ChatGGRO(decoder=decoder)
+    assert chat.profile["tool_calling"] is False  # agent builders can tell before binding anything
     with pytest.raises(ConfigError, match="does not render tools"):
         chat.bind_tools([add])
     with pytest.raises(ConfigError, match="cannot render them"):
@@ -126,12 +127,15 @@ def test_policy_without_tool_template_gets_a_clear_error(tiny_parts):
     # with_tool_template gives a copy that can, leaving the shared tokenizer alone.
     twin = with_tool_template(decoder)
     assert supports_tools(twin.tokenizer) and not supports_tools(decoder.tokenizer)
-    assert twin.model is decoder.model and twin.reward_model is decoder.reward_model
     assert twin.tokenizer.chat_template == {"default": CHATML_TEMPLATE, "tool_use": CHATML_TOOLS_TEMPLATE}
+    assert twin.model is decoder.model and twin.reward_model is decoder.reward_model
     # Prompts without tools are exactly the original template's; with tools they render them.
     conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
     assert twin.prepare(conversation).prompt_ids == decoder.prepare(conversation).prompt_ids
-    ChatGGRO(decoder=twin).bind_tools([add])
+    twin_chat = ChatGGRO(decoder=twin)
+    assert twin_chat.profile["tool_calling"] is True
+    assert twin_chat.profile["max_input_tokens"] == decoder.context_window
+    twin_chat.bind_tools([add])
 
 
 def test_ensure_tool_template_adds_a_tool_use_template_only_where_needed():
