@@ -7,9 +7,9 @@ call, a common LangGraph pattern). The model can call the tools itself too; any
 call it writes is executed and fed back.
 
 SmolLM2-135M (the embedded default) was not trained to write tool calls, so it
-rarely does; its chat template does not render tools either, so the script gives
-it a ChatML tool template with ``with_tool_template`` and hands it the tool results
-as a system note (it reads those better than tool turns). Pass ``--model`` a
+rarely does; the package gives its tokenizer a ChatML tool template, so
+``bind_tools`` works on it as is, and the script hands it the tool results as a
+system note (it reads those better than tool turns). Pass ``--model`` a
 tool-trained policy (a local path or hub id whose chat template renders tools, e.g.
 Qwen2.5-0.5B-Instruct) to let the model drive the tools itself.
 
@@ -48,9 +48,8 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
 from ggro_integrations import build_decoder
-from ggro_integrations.langchain import ChatGGRO, GGROInterventionHandler, configurable_ggro, supports_tools
+from ggro_integrations.langchain import ChatGGRO, GGROInterventionHandler
 from ggro_integrations.langchain.callbacks import describe
-from ggro_integrations.langchain.tools import with_tool_template
 
 SAFETY_SHEETS = {
     "bleach": "Sodium hypochlorite. NEVER mix with ammonia (toxic chloramine gas) or acids such as vinegar "
@@ -151,9 +150,9 @@ def main() -> None:
 
     started = time.perf_counter()
     decoder = build_decoder(args.model, args.reward_model)
-    tool_trained = supports_tools(decoder.tokenizer)
-    if not tool_trained:
-        decoder = with_tool_template(decoder)  # a copy: the cached policy's tokenizer is left as it is
+    # The embedded default renders tools but was not trained to call them; any other policy is expected to
+    # be tool-trained (bind_tools below says so clearly if its template cannot render tools).
+    tool_trained = args.model != "default"
     chat = ChatGGRO(
         decoder=decoder,
         model_id=args.model,
@@ -161,8 +160,8 @@ def main() -> None:
         num_refinements=args.num_refinements,
         max_new_tokens=args.max_new_tokens,
     )
-    # Configurable, so the same graph runs greedy or GGRO per call; bind_tools keeps it configurable.
-    graph = build_graph(configurable_ggro(chat).bind_tools(TOOLS), fold_tool_results=not tool_trained)
+    # The model reads config["configurable"] itself, so the same graph runs greedy or GGRO per call (run()).
+    graph = build_graph(chat.bind_tools(TOOLS), fold_tool_results=not tool_trained)
     print(f"Loaded {args.model!r} + reward {args.reward_model!r} in {time.perf_counter() - started:.1f}s.\n")
 
     for question in args.question or QUESTIONS:

@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything below is local
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 
-from ggro_integrations.langchain import ChatGGRO, GGROInterventionHandler, configurable_ggro
+from ggro_integrations.langchain import ChatGGRO, GGROInterventionHandler
 from ggro_integrations.langchain.callbacks import describe
 
 QUESTIONS = [
@@ -70,8 +70,8 @@ def main() -> None:
     prompt = ChatPromptTemplate.from_messages(
         [("system", "You are a helpful, careful assistant. Answer in two or three sentences."), ("human", "{question}")]
     )
-    # configurable_ggro: every GGRO knob (and the strategy) can be changed per call.
-    chain = prompt | configurable_ggro(chat) | StrOutputParser()
+    # The model reads every GGRO knob (and the strategy) from config["configurable"]: one chain, both runs.
+    chain = prompt | chat | StrOutputParser()
     greedy_chain = chain.with_config(configurable={"strategy": "greedy"})
     handler = GGROInterventionHandler()
 
