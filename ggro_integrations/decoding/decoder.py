@@ -125,8 +125,7 @@ class GGRODecoder:
             if not reward.supports_gradient:
                 raise ConfigError(f"reward model {reward.name!r} cannot compute gradients; set nudge_scoring='exact'.")
         conversation = as_conversation(prompt)
-        chat = uses_chat_template(self.tokenizer, prompt, cfg.use_chat_template)
-        prompt_ids = encode_prompt(self.tokenizer, conversation, chat=chat, tools=settings.tools)
+        prompt_ids = self._encode(prompt, conversation, settings)
         self._check_length(len(prompt_ids), cfg)
         return PreparedCall(
             cfg,
@@ -138,6 +137,15 @@ class GGRODecoder:
             conversation=conversation,
             prompt_ids=prompt_ids,
         )
+
+    def prompt_ids(self, prompt: Prompt, options: CallOptions | None = None, **kwargs: Any) -> list[int]:
+        """The policy token ids ``prepare`` would feed for ``prompt`` (chat template, tools), without
+        checking them against the context window: for counting, e.g. to trim a conversation to fit."""
+        return self._encode(prompt, as_conversation(prompt), self.settle(options, **kwargs))
+
+    def _encode(self, prompt: Prompt, conversation: list[dict[str, Any]], settings: CallSettings) -> list[int]:
+        chat = uses_chat_template(self.tokenizer, prompt, settings.config.use_chat_template)
+        return encode_prompt(self.tokenizer, conversation, chat=chat, tools=settings.tools)
 
     def generate(self, prompt: Prompt | PreparedCall, **options: Any) -> GGROResult:
         """Generate a response to ``prompt`` (a string, chat messages, or a ``PreparedCall``).

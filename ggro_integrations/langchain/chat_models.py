@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, ClassVar, Literal
@@ -269,14 +268,11 @@ class ChatGGRO(GGROFields, BaseChatModel):
     def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
         """Prompt tokens of ``messages`` exactly as the decoder would encode them (chat template, tools)."""
         assert self.decoder is not None
-        # The decoder's own encoding (GGRODecoder.prepare), so counts follow it; on a view without the
-        # context-window check, because counting is how callers (trim_messages) find out a prompt is too long.
-        counting = copy.copy(self.decoder)
-        counting.context_window = None
-        conversation = to_chat_messages(messages)
+        # The decoder's own encoding, so counts follow it; without the context-window check, because
+        # counting is how callers (trim_messages) find out a prompt is too long.
         schemas = [convert_to_openai_tool(t) for t in tools or ()] or None
-        options = CallOptions(tools=tuple(schemas) if schemas else None, strategy="greedy").over(self.call_options())
-        return len(counting.prepare(conversation, options).prompt_ids)
+        options = CallOptions(tools=tuple(schemas) if schemas else None).over(self.call_options())
+        return len(self.decoder.prompt_ids(to_chat_messages(messages), options))
 
 
 def _with_instruction(conversation: list[dict[str, Any]], instruction: str) -> list[dict[str, Any]]:
