@@ -5,10 +5,18 @@ with LangChain and LlamaIndex adapters in ``ggro_integrations.langchain`` and
 from ._version import __version__
 from .config import GGROConfig
 from .decoding import GenerationStream, GGRODecoder, GGROResult, GGROStats, calibrate_entropy_threshold
-from .errors import ConfigError, GenerationCancelled, GGROError, PromptError, RewardModelError, VocabularyMismatchError
+from .errors import (
+    ConfigError,
+    GenerationCancelled,
+    GGROError,
+    PolicyLoadError,
+    PromptError,
+    RewardModelError,
+    VocabularyMismatchError,
+)
 from .events import INTERVENTION_EVENT_NAME, CandidateTrial, InterventionEvent, TextDelta
 from .factory import build_decoder
-from .models import PolicyLoadError, load_policy
+from .policies import load_policy
 
 __all__ = [
     "INTERVENTION_EVENT_NAME",

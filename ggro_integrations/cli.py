@@ -29,7 +29,7 @@ from typing import Any, Iterator, Sequence
 from .config import GGROConfig, config_field_names
 from .decoding.call import STRATEGIES
 from .errors import GGROError
-from .rewards.default import DEFAULT_POLICY_SETTINGS
+from .default_model.settings import DEFAULT_POLICY_SETTINGS
 
 STRATEGY_NAMES = STRATEGIES
 
@@ -355,29 +355,17 @@ def format_human(prompt: Any, decoder: Any, runs: list[dict[str, Any]], width: i
 def _quiet_loading(model: str) -> Iterator[None]:
     """Hide transformers' per-load "Loading weights" bars, except while the default model converts
     (a one-time, ~40 s step whose progress the user should see)."""
-    from transformers.utils import logging as hf_logging
+    from .default_model import default_policy_dir
+    from .loading import progress_bars
 
-    from .models import default_policy_dir
-
-    quiet = hf_logging.is_progress_bar_enabled() and (
-        model != "default" or (default_policy_dir() / "model.safetensors").exists()
-    )
-    if quiet:
-        hf_logging.disable_progress_bar()
-    try:
+    with progress_bars(model == "default" and not (default_policy_dir() / "model.safetensors").exists()):
         yield
-    finally:
-        if quiet:
-            hf_logging.enable_progress_bar()
 
 
 def _build(args: argparse.Namespace) -> Any:
     from .factory import build_decoder
 
-    overrides = config_overrides(args)
-    if args.model == "default":
-        # Measured for SmolLM2-135M (docs/default-model.md); the paper's values were set for 8B models.
-        overrides = {**DEFAULT_POLICY_SETTINGS, **overrides}
+    overrides = config_overrides(args)  # build_decoder adds the measured settings for --model default
     # Validate the config before loading any model: a typo should not cost a model load.
     GGROConfig().replace(**overrides)
     started = time.perf_counter()

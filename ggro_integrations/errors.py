@@ -14,7 +14,7 @@ class GGROError(Exception):
 
 
 class ConfigError(GGROError, ValueError):
-    """A ``GGROConfig`` field (or per-call override) has an invalid value."""
+    """A ``GGROConfig`` field (or per-call override), or a loader option (``device``, ``dtype``), has an invalid value."""
 
 
 class PromptError(GGROError, ValueError):
@@ -52,3 +52,12 @@ class UnsupportedSchemaError(GrammarError):
 
 class GrammarViolationError(GrammarError):
     """A token the grammar does not allow was fed to a constrained state (a decoder bug, not user input)."""
+
+
+class PolicyLoadError(GGROError, RuntimeError):
+    """``load_policy`` cannot produce a model/tokenizer pair.
+
+    The message says what was tried and how to fix it (what to install, which path is
+    missing, which directory is not writable, ...); the underlying exception, if any, is
+    chained as ``__cause__``.
+    """

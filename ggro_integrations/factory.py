@@ -13,7 +13,9 @@ import torch
 
 from .config import GGROConfig
 from .decoding import GGRODecoder
-from .models import load_policy
+from .default_model.settings import with_policy_settings
+from .policies import load_policy
+from .rewards.registry import load_reward_model
 
 
 def build_decoder(
@@ -30,22 +32,13 @@ def build_decoder(
     steered by ``reward_model`` (any spec ``load_reward_model`` accepts).
 
     For ``model="default"`` the measured settings of the embedded default
-    (``rewards.default.DEFAULT_POLICY_SETTINGS``: entropy threshold 3.0, top-K 5)
+    (``default_model.DEFAULT_POLICY_SETTINGS``: entropy threshold 3.0, top-K 5)
     apply unless ``config`` or explicit keyword arguments say otherwise.
 
     Example:
         >>> decoder = build_decoder("default", "default", entropy_threshold=2.5)  # doctest: +SKIP
     """
-    if model == "default" and config is None:
-        # Thresholds are a property of the policy's entropy scale: the embedded default comes with
-        # its measured settings (docs/default-model.md); anything passed explicitly wins.
-        from .rewards.default import DEFAULT_POLICY_SETTINGS
-
-        overrides = {**DEFAULT_POLICY_SETTINGS, **overrides}
+    overrides = with_policy_settings(model, config, overrides)
     policy, tokenizer = load_policy(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-    reward = None
-    if reward_model is not None:
-        from .rewards.registry import load_reward_model
-
-        reward = load_reward_model(reward_model, device=device, dtype=dtype)
+    reward = None if reward_model is None else load_reward_model(reward_model, device=device, dtype=dtype)
     return GGRODecoder(policy, tokenizer, reward, config=config, **overrides)

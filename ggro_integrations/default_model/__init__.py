@@ -1,0 +1,35 @@
+"""The embedded default: SmolLM2-135M-Instruct as the policy and a trained reward head over its features.
+
+- ``paths``: where things live (``ggro_home()``, the packaged GGUF, the converted checkpoint);
+- ``convert``: the one-time GGUF -> safetensors conversion;
+- ``checkpoint``: content hashes recorded at conversion and checked at every load;
+- ``loader``: loading the policy (converted checkpoint, else the Hub) with errors that name the cause;
+- ``settings``: the measured ``GGROConfig`` settings for this policy (``DEFAULT_POLICY_SETTINGS``);
+- ``reward``: the reward head, a no-copy view over the policy's backbone.
+
+``load_policy("default")`` and ``load_reward_model("default")`` are the usual way in.
+"""
+
+from .checkpoint import InvalidCheckpoint, verify_checkpoint
+from .convert import SMOLLM2_CHAT_TEMPLATE, convert_gguf_policy
+from .loader import load_default_policy
+from .paths import DEFAULT_POLICY_ID, default_policy_dir, find_packaged_gguf, ggro_home
+from .reward import DEFAULT_REWARD_NAME, load_default_reward_model
+from .settings import DEFAULT_ENTROPY_THRESHOLD, DEFAULT_POLICY_SETTINGS, with_policy_settings
+
+__all__ = [
+    "DEFAULT_ENTROPY_THRESHOLD",
+    "DEFAULT_POLICY_ID",
+    "DEFAULT_POLICY_SETTINGS",
+    "DEFAULT_REWARD_NAME",
+    "InvalidCheckpoint",
+    "SMOLLM2_CHAT_TEMPLATE",
+    "convert_gguf_policy",
+    "default_policy_dir",
+    "find_packaged_gguf",
+    "ggro_home",
+    "load_default_policy",
+    "load_default_reward_model",
+    "verify_checkpoint",
+    "with_policy_settings",
+]
