@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from numbers import Real
-from typing import Any
+from typing import Any, Union
 
 import torch
 
@@ -20,9 +20,14 @@ from ..conversation import Conversation
 from ..errors import RewardModelError
 from .base import RewardModel, RewardScores, RewardSession, TokenIds
 
-ComponentSpec = Mapping[Any, float] | Sequence[tuple]
-"""``{spec: weight}`` (spec: a RewardModel or anything ``load_reward_model`` takes),
-or ``[(reward_model, weight), ...]`` / ``[(reward_model, weight, name), ...]``."""
+ComponentSpec = Union[Mapping[RewardModel, float], Sequence[tuple]]
+"""``{reward_model: weight}``, or ``[(reward_model, weight), ...]`` / ``[(reward_model, weight, name), ...]``.
+
+Components are ``RewardModel`` instances; to build a composite from names, hub ids or paths,
+pass the ``{spec: weight}`` mapping to ``load_reward_model``, which resolves them (cached)."""
+
+Component = tuple[Any, float, str]
+"""``(member, weight, name)``: a checked component (``member`` is not yet loaded in a registry spec)."""
 
 
 def check_weight(name: str, weight: Any, allow_negative: bool) -> float:
@@ -40,52 +45,63 @@ def check_weight(name: str, weight: Any, allow_negative: bool) -> float:
     return value
 
 
+def check_components(components: Any, allow_negative: bool) -> list[Component]:
+    """Validate a composite's shape, weights and names, without loading anything.
+
+    The registry calls this on a ``{spec: weight}`` mapping before it loads any model (a typo
+    must not cost a load); ``CompositeReward`` calls it on the loaded instances.
+    """
+    if isinstance(components, Mapping):
+        items: list[Any] = list(components.items())
+    elif isinstance(components, Sequence) and not isinstance(components, (str, bytes)):
+        items = list(components)
+    else:
+        raise RewardModelError(
+            f"components must be a {{reward_model: weight}} mapping or a list of (reward_model, weight[, name]) "
+            f"tuples; got {type(components).__name__}."
+        )
+    if not items:
+        raise RewardModelError("a composite reward needs at least one (reward model, weight) component.")
+    checked: list[Component] = []
+    for item in items:
+        if not isinstance(item, tuple) or len(item) not in (2, 3):
+            raise RewardModelError(f"each component must be (reward_model, weight[, name]); got {item!r}.")
+        member = item[0]
+        name = str(item[2] if len(item) == 3 else member if isinstance(member, str) else getattr(member, "name", member))
+        checked.append((member, check_weight(name, item[1], allow_negative), name))
+    names = [n for _, _, n in checked]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise RewardModelError(
+            f"reward components must have distinct names; {duplicates} appear more than once. "
+            "Name them explicitly with (reward_model, weight, name) tuples."
+        )
+    if all(w == 0 for _, w, _ in checked):
+        raise RewardModelError("all composite weights are zero; the reward would be constant.")
+    return checked
+
+
 class CompositeReward(RewardModel):
     """A weighted sum of reward models, reporting each component's score.
 
     Example:
-        >>> CompositeReward({"safety-rm": 1.0, "helpful-rm": 0.5})                  # doctest: +SKIP
         >>> CompositeReward([(safety, 1.0, "safety"), (helpful, 0.5, "helpful")])    # doctest: +SKIP
+        >>> load_reward_model({"safety-rm": 1.0, "helpful-rm": 0.5})                 # doctest: +SKIP
     """
 
     def __init__(self, components: ComponentSpec, *, allow_negative: bool = False, name: str | None = None) -> None:
-        entries = self._entries(components, allow_negative)
-        if not entries:
-            raise RewardModelError("CompositeReward needs at least one (reward model, weight) component.")
-        names = [n for _, _, n in entries]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise RewardModelError(
-                f"reward components must have distinct names; {duplicates} appear more than once. "
-                "Name them explicitly with (reward_model, weight, name) tuples."
-            )
-        self.weights = [w for _, w, _ in entries]
-        if all(w == 0 for w in self.weights):
-            raise RewardModelError("all composite weights are zero; the reward would be constant.")
+        entries = check_components(components, allow_negative)
+        for member, _, label in entries:
+            if not isinstance(member, RewardModel):
+                raise RewardModelError(
+                    f"reward component {label!r} is a {type(member).__name__}, not a RewardModel. CompositeReward "
+                    f"takes loaded reward models; to combine names, hub ids or paths use "
+                    f"load_reward_model({{{label!r}: weight, ...}})."
+                )
         self.models: list[RewardModel] = [m for m, _, _ in entries]
-        self.names = names
-        self.name = name or " + ".join(f"{w:g}*{n}" for w, n in zip(self.weights, names))
-
-    @staticmethod
-    def _entries(components: ComponentSpec, allow_negative: bool) -> list[tuple[RewardModel, float, str]]:
-        if isinstance(components, Mapping):
-            items: list[tuple] = [(k, w) for k, w in components.items()]
-        elif isinstance(components, Sequence) and not isinstance(components, (str, bytes)):
-            items = list(components)
-        else:
-            raise RewardModelError(
-                f"components must be a {{spec: weight}} mapping or a list of (reward_model, weight[, name]) "
-                f"tuples; got {type(components).__name__}."
-            )
-        checked = []
-        for item in items:
-            if not isinstance(item, tuple) or len(item) not in (2, 3):
-                raise RewardModelError(f"each component must be (reward_model, weight[, name]); got {item!r}.")
-            spec = item[0]
-            label = str(item[2] if len(item) == 3 else spec if isinstance(spec, str) else getattr(spec, "name", spec))
-            checked.append((spec, check_weight(label, item[1], allow_negative), label))
-        # Every weight is validated before any model is loaded: a typo must not cost a load.
-        return [(s if isinstance(s, RewardModel) else _load(s), w, label) for s, w, label in checked]
+        self.weights = [w for _, w, _ in entries]
+        self.names = [n for _, _, n in entries]
+        self.name = name or " + ".join(f"{w:g}*{n}" for w, n in zip(self.weights, self.names))
 
     def check_policy_tokenizer(self, policy_tokenizer: Any) -> None:
         for model in self.models:
@@ -101,12 +117,6 @@ class CompositeReward(RewardModel):
 
     def session(self, conversation: Conversation, policy_tokenizer: Any) -> RewardSession:
         return CompositeSession(self, [m.session(conversation, policy_tokenizer) for m in self.models])
-
-
-def _load(spec: Any) -> RewardModel:
-    from .registry import load_reward_model
-
-    return load_reward_model(spec)
 
 
 class CompositeSession(RewardSession):
@@ -150,12 +160,7 @@ class CompositeSession(RewardSession):
         gains = torch.zeros(len(candidates), dtype=torch.float32)
         components: dict[str, torch.Tensor] = {}
         for name, weight, session in zip(self.reward.names, self.reward.weights, self.sessions):
-            combined = getattr(session, "score_and_gradient_gains", None)
-            if combined is not None:
-                scores, part = combined(prefix, continuation, candidates)
-            else:
-                scores = session.score(prefix, [continuation])
-                part = session.gradient_gains(prefix, continuation, candidates)
+            scores, part = session.score_and_gradient_gains(prefix, continuation, candidates)
             value += weight * scores.values
             gains += weight * part.float()
             components[name] = scores.values

@@ -1,9 +1,9 @@
 """Reward models whose vocabulary differs from the policy's: the cross-tokenizer path.
 
 Responses arrive as policy token ids. The session decodes them to text and
-re-encodes that text with the reward tokenizer, then scores in reward ids with
-the shared-vocabulary machinery (prefix cache included): rows share their
-longest common reward-token prefix, which is cached and extended.
+re-encodes that text with the reward tokenizer, then scores in reward ids through the
+same ``PrefixCache`` as the shared-vocabulary session: rows share their longest
+common reward-token prefix, which is cached and extended.
 
 Gradient gains at a trigger (policy token ``c`` at response position ``t``):
 
@@ -28,13 +28,15 @@ shared-vocabulary estimate; length changes are where it is approximate.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..conversation import Conversation
-from .base import RewardScores, TokenIds
-from .hf import HFRewardModel, SharedVocabSession, _common_prefix_length, _pool_index
+from .base import RewardScores, RewardSession, TokenIds
+from .prefix_cache import PrefixCache, common_prefix_length
+
+if TYPE_CHECKING:
+    from .hf import HFRewardModel
 
 
 def _common_suffix_length(a: Sequence[int], b: Sequence[int], limit: int) -> int:
@@ -57,12 +59,14 @@ def _resample(embeds: torch.Tensor, length: int) -> torch.Tensor:
     return torch.stack(rows)
 
 
-class CrossTokenizerSession(SharedVocabSession):
+class CrossTokenizerSession(RewardSession):
     """Scores policy-id responses with an ``HFRewardModel`` over a different vocabulary."""
 
-    def __init__(self, reward: HFRewardModel, conversation: Conversation, policy_tokenizer: Any) -> None:
-        super().__init__(reward, conversation)
+    def __init__(self, reward: HFRewardModel, before_ids: list[int], after_ids: list[int], policy_tokenizer: Any) -> None:
+        super().__init__()
+        self.reward = reward
         self.policy_tokenizer = policy_tokenizer
+        self.prefix = PrefixCache(reward, before_ids, after_ids, self.usage)
 
     # -- text <-> reward ids --------------------------------------------------
 
@@ -73,7 +77,8 @@ class CrossTokenizerSession(SharedVocabSession):
     def _encode(self, texts: list[str]) -> list[list[int]]:
         if not texts:
             return []
-        return [list(ids) for ids in self.reward.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        encoded = self.reward.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [list(ids) for ids in encoded]
 
     def score(self, prefix: TokenIds, continuations: Sequence[TokenIds]) -> RewardScores:
         head = [int(t) for t in prefix]
@@ -84,9 +89,21 @@ class CrossTokenizerSession(SharedVocabSession):
         # pooled position is computed in the batch rather than read from the cache.
         cut = min(len(r) for r in rows) - 1
         for r in rows[1:]:
-            cut = min(cut, _common_prefix_length(rows[0], r))
+            cut = min(cut, common_prefix_length(rows[0], r))
         cut = max(cut, 0)
-        return super().score(rows[0][:cut], [r[cut:] for r in rows])
+        return RewardScores(self.prefix.score(rows[0][:cut], [r[cut:] for r in rows]))
+
+    def gradient_gains(self, prefix: TokenIds, continuation: TokenIds, candidates: TokenIds) -> torch.Tensor:
+        return self._reward_and_gains(prefix, continuation, candidates)[1]
+
+    def score_and_gradient_gains(
+        self, prefix: TokenIds, continuation: TokenIds, candidates: TokenIds
+    ) -> tuple[RewardScores, torch.Tensor]:
+        reward, gains = self._reward_and_gains(prefix, continuation, candidates)
+        if reward is None:  # the classifier never reads the swapped tokens: score the usual way
+            return self.score(prefix, [continuation]), gains
+        self.usage.sequences_scored += 1
+        return RewardScores(torch.tensor([reward], dtype=torch.float32)), gains
 
     # -- gradients ------------------------------------------------------------
 
@@ -109,8 +126,8 @@ class CrossTokenizerSession(SharedVocabSession):
         rest = cont[1:]
         text = self._text(head + cont)
         # Character span of the trigger token, robust to decodes that are not additive.
-        start = _common_prefix_length(self._text(head), text)
-        end = max(start, _common_prefix_length(self._text(head + cont[:1]), text))
+        start = common_prefix_length(self._text(head), text)
+        end = max(start, common_prefix_length(self._text(head + cont[:1]), text))
         ids, cover = self._covering(text, start, end)
         swapped = self._encode([self._text(head + [int(v)] + rest) for v in candidates])
 
@@ -119,20 +136,11 @@ class CrossTokenizerSession(SharedVocabSession):
         if not starts:
             return None, torch.zeros(len(candidates))
         low = min(starts)
-        n = self._extend_prefix(ids[:low])
-        tail = ids[low:] + self.after_ids
-        pool = _pool_index(self._cached_ids + tail, self._pad) - n
-        if pool < 0:
+        out = self.prefix.gradient(ids[:low], ids[low:], leaves=len(ids) - low)
+        if out is None:
             return None, torch.zeros(len(candidates))  # the classifier never reads the swapped tokens
+        reward, grad = out
         weight = self.reward.embeddings.weight
-        with torch.enable_grad():
-            embedded = weight[torch.tensor(tail, device=weight.device)].detach().requires_grad_(True)
-            hidden = self._run(embedded[None], embeds=True)
-            reward = self.reward.head(hidden[0, pool]).float().sum()
-            (grad,) = torch.autograd.grad(reward, embedded)
-        self.usage.backward_passes += 1
-        self.usage.tokens_processed += len(tail)
-        grad = grad.float()
         gains = torch.zeros(len(candidates))
         for i, (window, row) in enumerate(zip(windows, swapped)):
             if window is None:
@@ -142,7 +150,7 @@ class CrossTokenizerSession(SharedVocabSession):
             cand = weight[torch.tensor(row[lo:hi_cand], device=weight.device)].float()
             delta = _resample(cand, orig.shape[0]) - orig
             gains[i] = float((delta * grad[lo - low : hi_orig - low]).sum())
-        return float(reward.detach()), gains
+        return reward, gains
 
     @staticmethod
     def _window(ids: list[int], row: list[int], cover: list[int]) -> tuple[int, int, int] | None:
@@ -150,7 +158,7 @@ class CrossTokenizerSession(SharedVocabSession):
 
         None when the swap leaves the reward tokens unchanged (a zero gain).
         """
-        a = _common_prefix_length(ids, row)
+        a = common_prefix_length(ids, row)
         b = _common_suffix_length(ids, row, min(len(ids), len(row)) - a)
         if a == len(ids) and a == len(row):
             return None

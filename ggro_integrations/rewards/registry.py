@@ -14,8 +14,7 @@ Example:
 
 from __future__ import annotations
 
-import os
-import re
+import inspect
 import threading
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping
@@ -24,63 +23,87 @@ from typing import Any
 import torch
 
 from ..errors import RewardModelError
+from ..loading import device_name, parse_dtype, resolve_source
 from .base import RewardModel
+from .composite import CompositeReward, check_components
+from .hf import HFRewardModel
 
 RewardFactory = Callable[..., RewardModel]
-"""Called as ``factory(device=..., dtype=..., trust_remote_code=...)``; returns a ``RewardModel``."""
+"""Called with those of ``device=``, ``dtype=``, ``trust_remote_code=`` it accepts; returns a ``RewardModel``."""
 
 DEFAULT_ALIAS = "default"
 
-# A hub id is ``org/name`` (one slash, hub-legal characters); anything else that
-# is neither registered nor an existing path is an unknown name, not a download.
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+FACTORY_OPTIONS = ("device", "dtype", "trust_remote_code")
+"""The keyword arguments a factory may take (it is passed only the ones it accepts)."""
 
-_lock = threading.RLock()
+# One short lock for the dicts; one lock per cache key for the (slow) build, so a cache hit never
+# waits for another model's weights to load, and two threads asking for one model build it once.
+_lock = threading.Lock()
 _factories: dict[str, RewardFactory] = {}
 _cache: dict[Hashable, RewardModel] = {}
+_key_locks: dict[Hashable, threading.Lock] = {}
 _loads: Counter[str] = Counter()
 
 
-def _load_default(*, device: Any = None, dtype: Any = None, **_: Any) -> RewardModel:
-    """The package's default reward head (imported lazily: it pulls in the default policy)."""
-    try:
-        from .default import load_default_reward_model
-    except ImportError as exc:
-        raise RewardModelError(
-            f"the default reward model is unavailable ({exc}); pass a reward model id, path or instance instead."
-        ) from exc
+def _load_default(*, device: Any = None, dtype: Any = None) -> RewardModel:
+    """The package's default reward head (imported when first used: it loads the default policy)."""
+    from ..default_model.reward import load_default_reward_model
+
     return load_default_reward_model(device=device, dtype=dtype)
 
 
-def _default_alias() -> str | None:
-    """The default reward's descriptive name, when its module is importable."""
-    try:
-        from .default import DEFAULT_REWARD_NAME
-    except Exception:  # noqa: BLE001 - a missing or broken optional module must not break the registry
-        return None
-    return str(DEFAULT_REWARD_NAME)
-
-
 def _ensure_builtins() -> None:
+    from ..default_model.reward import DEFAULT_REWARD_NAME
+
     with _lock:
         _factories.setdefault(DEFAULT_ALIAS, _load_default)
-        alias = _default_alias()
-        if alias and alias not in _factories:
-            # Same factory object: the alias and "default" share one cache entry.
-            _factories[alias] = _load_default
+        # Same factory object: the alias and "default" share one cache entry.
+        _factories.setdefault(DEFAULT_REWARD_NAME, _load_default)
+
+
+def _factory_options(name: str, factory: RewardFactory) -> frozenset[str] | None:
+    """The options ``factory`` takes (None: all of them, via ``**kwargs`` or an unreadable signature).
+
+    Raises ``RewardModelError`` when it needs an argument the registry cannot give.
+    """
+    try:
+        parameters = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return None  # a builtin or C callable: pass everything, as documented
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    required = [
+        p.name
+        for p in parameters
+        if p.default is inspect.Parameter.empty
+        and p.kind not in (inspect.Parameter.VAR_POSITIONAL,)
+        and (p.name not in FACTORY_OPTIONS or p.kind is inspect.Parameter.POSITIONAL_ONLY)
+    ]
+    if required:
+        raise RewardModelError(
+            f"factory for reward model {name!r} requires argument(s) {required}, which the registry cannot give. "
+            "A factory is called with no arguments, or with any of the keyword arguments device=, dtype=, "
+            f"trust_remote_code= it declares (or **kwargs): e.g. `lambda **kw: HFRewardModel(...)`; its "
+            f"signature is {inspect.signature(factory)}."
+        )
+    return frozenset(
+        p.name for p in parameters if p.name in FACTORY_OPTIONS and p.kind is not inspect.Parameter.POSITIONAL_ONLY
+    )
 
 
 def register_reward_model(name: str, factory: RewardFactory, *, overwrite: bool = False) -> None:
     """Register ``factory`` under ``name`` so ``load_reward_model(name)`` builds (and caches) it.
 
-    ``factory`` is called with keyword arguments ``device``, ``dtype`` and
-    ``trust_remote_code`` (accept ``**kwargs`` to ignore them) and must return a
-    ``RewardModel``.
+    ``factory`` is called with those of the keyword arguments ``device``, ``dtype`` and
+    ``trust_remote_code`` that it declares (``lambda: ...`` gets none, ``**kwargs`` gets all)
+    and must return a ``RewardModel``. Asking it for a device, dtype or remote code it cannot
+    take is an error, not a silent default.
     """
     if not isinstance(name, str) or not name.strip():
         raise RewardModelError(f"reward model name must be a non-empty string; got {name!r}.")
     if not callable(factory):
         raise RewardModelError(f"factory for reward model {name!r} must be callable; got {type(factory).__name__}.")
+    _factory_options(name, factory)  # a factory the registry cannot call fails now, not at the first load
     _ensure_builtins()
     with _lock:
         if name in _factories and not overwrite and _factories[name] is not factory:
@@ -90,9 +113,13 @@ def register_reward_model(name: str, factory: RewardFactory, *, overwrite: bool 
         old = _factories.get(name)
         _factories[name] = factory
         if old is not None and old is not factory:
-            # Drop models the replaced factory built, so the new one is used from now on.
-            for key in [k for k in _cache if k[0] == "name" and k[1] is old]:
-                del _cache[key]
+            _drop_built_by(old)
+
+
+def _drop_built_by(factory: RewardFactory) -> None:
+    """Forget the models ``factory`` built (call with ``_lock`` held)."""
+    for key in [k for k in _cache if k[0] == "name" and k[1] is factory]:
+        del _cache[key]
 
 
 def unregister_reward_model(name: str) -> None:
@@ -100,10 +127,11 @@ def unregister_reward_model(name: str) -> None:
     with _lock:
         factory = _factories.pop(name, None)
         if factory is None:
-            raise _unknown(name)
-        if factory not in _factories.values():
-            for key in [k for k in _cache if k[0] == "name" and k[1] is factory]:
-                del _cache[key]
+            pass
+        elif factory not in _factories.values():
+            _drop_built_by(factory)
+    if factory is None:
+        raise _unknown(name)
 
 
 def list_reward_models() -> list[str]:
@@ -123,28 +151,8 @@ def clear_reward_cache() -> None:
     """Forget every cached reward model (and reset the load counters)."""
     with _lock:
         _cache.clear()
+        _key_locks.clear()
         _loads.clear()
-
-
-def _norm_device(device: Any) -> str | None:
-    return None if device is None else str(torch.device(device))
-
-
-def _norm_dtype(dtype: Any) -> Any:
-    if isinstance(dtype, str) and dtype != "auto":
-        resolved = getattr(torch, dtype, None)
-        if not isinstance(resolved, torch.dtype):
-            raise RewardModelError(f"dtype {dtype!r} is not a torch dtype; use e.g. 'float32' or 'bfloat16'.")
-        return resolved
-    return dtype
-
-
-def _is_path(spec: str) -> bool:
-    return os.path.exists(os.path.expanduser(spec))
-
-
-def _looks_like_path(spec: str) -> bool:
-    return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
 
 
 def _unknown(spec: str) -> RewardModelError:
@@ -172,7 +180,7 @@ def load_reward_model(
     """
     if isinstance(spec, RewardModel):
         return spec
-    dev, dt = _norm_device(device), _norm_dtype(dtype)
+    dev, dt = device_name(device), parse_dtype(dtype)
     if isinstance(spec, Mapping):
         return _load_composite(spec, dev, dt, trust_remote_code, allow_negative)
     if not isinstance(spec, str):
@@ -188,39 +196,55 @@ def load_reward_model(
         factory = _factories.get(name)
     if factory is not None:
         key: tuple[Hashable, ...] = ("name", factory, dev, dt, trust_remote_code)
-
-        def build() -> RewardModel:
-            return factory(device=dev, dtype=dt, trust_remote_code=trust_remote_code)
-
-    elif _is_path(name) or _HUB_ID.match(name):
-        path = os.path.abspath(os.path.expanduser(name)) if _is_path(name) else name
-        key = ("hf", path, dev, dt, trust_remote_code)
-
-        def build() -> RewardModel:
-            from .hf import HFRewardModel
-
-            return HFRewardModel.from_pretrained(
-                path, device=dev, dtype=dt, trust_remote_code=trust_remote_code, name=name
-            )
-
-    elif _looks_like_path(name):
+        options = {"device": dev, "dtype": dt, "trust_remote_code": trust_remote_code}
+        return _cached(key, name, lambda: _call_factory(name, factory, options))
+    source = resolve_source(name)
+    if source.kind == "missing":
         raise RewardModelError(f"reward model path {name!r} does not exist; check the path.")
-    else:
+    if source.kind == "name":
         raise _unknown(name)
-    return _cached(key, name, build)
+
+    def build() -> RewardModel:
+        return HFRewardModel.from_pretrained(
+            source.location, device=dev, dtype=dt, trust_remote_code=trust_remote_code, name=name
+        )
+
+    return _cached(("hf", source.location, dev, dt, trust_remote_code), name, build)
+
+
+def _call_factory(name: str, factory: RewardFactory, options: dict[str, Any]) -> RewardModel:
+    accepted = _factory_options(name, factory)
+    if accepted is None:
+        return factory(**options)
+    # Options at their "no preference" value are simply not passed; a real request the factory
+    # cannot honour is refused rather than ignored.
+    refused = {k: v for k, v in options.items() if k not in accepted and v not in (None, False)}
+    if refused:
+        wanted = ", ".join(f"{k}={v!r}" for k, v in refused.items())
+        raise RewardModelError(
+            f"reward model {name!r} was asked for {wanted}, but its factory takes no such argument; register a "
+            f"factory that accepts {', '.join(sorted(refused))}= (or **kwargs) and uses it."
+        )
+    return factory(**{k: v for k, v in options.items() if k in accepted})
 
 
 def _cached(key: Hashable, label: str, build: Callable[[], RewardModel]) -> RewardModel:
-    # One lock for lookups and loads: two threads asking for the same model build it
-    # once. RLock, because a composite's load resolves its components re-entrantly.
     with _lock:
         model = _cache.get(key)
-        if model is None:
-            model = build()
-            if not isinstance(model, RewardModel):
-                raise RewardModelError(
-                    f"the factory for reward model {label!r} returned {type(model).__name__}, not a RewardModel."
-                )
+        if model is not None:
+            return model
+        key_lock = _key_locks.setdefault(key, threading.Lock())
+    with key_lock:
+        with _lock:
+            model = _cache.get(key)  # built by another thread while we waited
+        if model is not None:
+            return model
+        model = build()
+        if not isinstance(model, RewardModel):
+            raise RewardModelError(
+                f"the factory for reward model {label!r} returned {type(model).__name__}, not a RewardModel."
+            )
+        with _lock:
             _cache[key] = model
             _loads[label] += 1
         return model
@@ -229,28 +253,22 @@ def _cached(key: Hashable, label: str, build: Callable[[], RewardModel]) -> Rewa
 def _load_composite(
     spec: Mapping[Any, Any], device: Any, dtype: Any, trust_remote_code: bool, allow_negative: bool
 ) -> RewardModel:
-    from .composite import CompositeReward, check_weight
-
     if not spec:
         raise RewardModelError("reward_model mapping is empty; give at least one {name: weight} entry.")
-    items = tuple(spec.items())
-    for k, w in items:
-        check_weight(str(getattr(k, "name", k)), w, allow_negative)  # before loading any weights
+    components = check_components(spec, allow_negative)  # before loading any weights
     # Instances are hashable by identity; holding them in the key keeps ids from being reused.
-    key = ("composite", items, device, dtype, trust_remote_code, allow_negative)
+    key = ("composite", tuple(spec.items()), device, dtype, trust_remote_code, allow_negative)
     try:
         hash(key)
     except TypeError as exc:
         raise RewardModelError(f"reward_model mapping keys and weights must be hashable: {exc}") from exc
 
     def build() -> RewardModel:
-        components = {
-            k: load_reward_model(k, device=device, dtype=dtype, trust_remote_code=trust_remote_code) for k, _ in items
-        }
-        return CompositeReward(
-            [(components[k], w, k if isinstance(k, str) else components[k].name) for k, w in items],
-            allow_negative=allow_negative,
-        )
+        loaded = [
+            (load_reward_model(member, device=device, dtype=dtype, trust_remote_code=trust_remote_code), weight, name)
+            for member, weight, name in components
+        ]
+        return CompositeReward(loaded, allow_negative=allow_negative)
 
-    label = "{" + ", ".join(f"{k if isinstance(k, str) else getattr(k, 'name', k)}: {w}" for k, w in items) + "}"
+    label = "{" + ", ".join(f"{name}: {weight}" for _, weight, name in components) + "}"
     return _cached(key, label, build)
