@@ -9,9 +9,21 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from ggro_integrations import GGRODecoder, RewardModelError
-from ggro_integrations.rewards import HFRewardModel, load_reward_model, register_reward_model, unregister_reward_model
+from ggro_integrations.rewards import (
+    CompositeReward,
+    EmbeddingReward,
+    HFRewardModel,
+    RewardModel,
+    RewardScores,
+    RewardSession,
+    TextScorerReward,
+    load_reward_model,
+    register_reward_model,
+    unregister_reward_model,
+)
 from ggro_integrations.testing import tiny_reward_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -49,6 +61,98 @@ def test_a_response_that_fits_is_scored(policy, tokenizer):
     assert math.isfinite(result.reward)
 
 
+# -- 4. non-finite rewards and gradients ----------------------------------------------------------------
+
+
+class _Scale(torch.nn.Module):
+    def __init__(self, head: torch.nn.Module, factor: float) -> None:
+        super().__init__()
+        self.head, self.factor = head, factor
+
+    def forward(self, x):
+        return self.head(x) * self.factor
+
+
+def _nan_reward(tokenizer, factor=math.nan, name="nan-rm"):
+    model = tiny_reward_model(tokenizer)
+    model.score = _Scale(model.score, factor)
+    return HFRewardModel(model, tokenizer, name=name)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("factor", [math.nan, math.inf])
+def test_non_finite_hf_reward_is_an_error(policy, tokenizer, strategy, factor):
+    decoder = GGRODecoder(policy, tokenizer, _nan_reward(tokenizer, factor), max_new_tokens=6, **TRIGGER_ALWAYS)
+    with pytest.raises(RewardModelError, match="reward model 'nan-rm'.*non-finite"):
+        decoder.generate(PROMPT, strategy=strategy)
+
+
+def test_non_finite_component_is_named(policy, tokenizer, reward_hf_model):
+    good = HFRewardModel(reward_hf_model, tokenizer, name="good")
+    composite = CompositeReward([(good, 1.0), (_nan_reward(tokenizer, name="broken"), 0.5)])
+    decoder = GGRODecoder(policy, tokenizer, composite, max_new_tokens=6, **TRIGGER_ALWAYS)
+    with pytest.raises(RewardModelError, match="reward model 'broken'"):
+        decoder.generate(PROMPT)
+
+
+class _Session(RewardSession):
+    """A custom session whose answers are whatever the test asks for."""
+
+    def __init__(self, scores=None, gains=None) -> None:
+        super().__init__()
+        self._scores, self._gains = scores, gains
+
+    def score(self, prefix, continuations):
+        values = self._scores(len(continuations)) if self._scores else torch.zeros(len(continuations))
+        return values if not isinstance(values, torch.Tensor) else RewardScores(values)
+
+    def gradient_gains(self, prefix, continuation, candidates):
+        return self._gains(len(candidates)) if self._gains else torch.ones(len(candidates))
+
+
+class _Custom(RewardModel):
+    name = "custom-rm"
+
+    def __init__(self, **answers) -> None:
+        self.answers = answers
+
+    def session(self, conversation, policy_tokenizer):
+        return _Session(**self.answers)
+
+
+@pytest.mark.parametrize(
+    "answers, message",
+    [
+        ({"scores": lambda n: torch.full((n,), math.nan)}, "non-finite scores"),
+        ({"gains": lambda n: torch.full((n,), math.inf)}, "non-finite gains"),
+        ({"gains": lambda n: torch.ones(max(1, n - 3))}, r"one gain per candidate: expected shape \[\d+\], got"),
+        ({"gains": lambda n: torch.ones(n + 1)}, "one gain per candidate"),
+        ({"scores": lambda n: torch.zeros(n + 1)}, "one score per response"),
+        ({"scores": lambda n: [0.0] * n}, "must return RewardScores"),
+        ({"gains": lambda n: 1 / 0}, "raised ZeroDivisionError"),
+    ],
+)
+@pytest.mark.parametrize("refinement", ["sequential", "parallel"])
+def test_custom_session_answers_are_checked(policy, tokenizer, answers, message, refinement):
+    decoder = GGRODecoder(policy, tokenizer, _Custom(**answers), max_new_tokens=8, refinement=refinement, **TRIGGER_ALWAYS)
+    with pytest.raises(RewardModelError, match=f"reward model 'custom-rm'.*{message}"):
+        decoder.generate(PROMPT)
+
+
+def test_checked_custom_session_still_steers(policy, tokenizer):
+    # A well-behaved custom session is untouched by the checks: every candidate is tried.
+    decoder = GGRODecoder(policy, tokenizer, _Custom(), max_new_tokens=8, refinement="parallel", **TRIGGER_ALWAYS)
+    result = decoder.generate(PROMPT)
+    assert result.interventions and all(e.refinements_used == 2 for e in result.interventions)
+
+
+def test_text_scorer_nan_is_still_reported(policy, tokenizer):
+    reward = TextScorerReward(lambda prompt, responses: [math.nan] * len(responses), name="nan-scorer")
+    decoder = GGRODecoder(policy, tokenizer, reward, nudge_scoring="exact", max_new_tokens=4, **TRIGGER_ALWAYS)
+    with pytest.raises(RewardModelError, match="nan-scorer.*non-finite"):
+        decoder.generate(PROMPT)
+
+
 # -- 9. factories without keyword arguments ---------------------------------------------------------------
 
 
@@ -71,3 +175,21 @@ def test_factory_without_arguments(tokenizer, reward_hf_model):
 def test_factory_that_needs_other_arguments_is_refused_at_registration(tokenizer):
     with pytest.raises(RewardModelError, match=r"requires argument\(s\) \['path'\].*device=, dtype=, trust_remote_code="):
         register_reward_model("needs-a-path", lambda path: None)
+
+
+# -- 12. an EmbeddingReward without a gradient --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "scorer",
+    [
+        lambda e, m: torch.zeros(e.shape[0]),  # a constant: does not use the embeddings at all
+        lambda e, m: e.detach()[..., 0].sum(-1),  # detached
+        lambda e, m: torch.tensor([float(e[0, 0, 0])] * e.shape[0]),  # through Python floats
+    ],
+)
+def test_embedding_reward_without_gradient_says_what_to_return(policy, tokenizer, scorer):
+    reward = EmbeddingReward(scorer, torch.randn(len(tokenizer), 4), tokenizer, name="no-grad")
+    decoder = GGRODecoder(policy, tokenizer, reward, max_new_tokens=4, **TRIGGER_ALWAYS)
+    with pytest.raises(RewardModelError, match="'no-grad'.*must compute its \\[batch\\] tensor from the inputs_embeds"):
+        decoder.generate(PROMPT)

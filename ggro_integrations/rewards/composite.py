@@ -116,7 +116,8 @@ class CompositeReward(RewardModel):
         return list(self.names)
 
     def session(self, conversation: Conversation, policy_tokenizer: Any) -> RewardSession:
-        return CompositeSession(self, [m.session(conversation, policy_tokenizer) for m in self.models])
+        # Checked sessions per component: a NaN or a bad shape is reported under the component's name.
+        return CompositeSession(self, [m.open_session(conversation, policy_tokenizer) for m in self.models])
 
 
 class CompositeSession(RewardSession):

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..conversation import Conversation
-from ..errors import VocabularyMismatchError
+from ..errors import RewardModelError, VocabularyMismatchError
 from .base import RewardModel, RewardScores, RewardSession, TokenIds, check_scores
 from .formatting import template_parts
 from .vocab import shares_vocabulary
@@ -90,7 +90,16 @@ class _EmbeddingSession(RewardSession):
         with torch.enable_grad():
             embeds = embeds.requires_grad_(True)
             value = torch.as_tensor(self._call(embeds, mask)).float().sum()
-            (grad,) = torch.autograd.grad(value, embeds)
+            grad = None
+            if value.requires_grad:
+                (grad,) = torch.autograd.grad(value, embeds, allow_unused=True)
+            if grad is None:
+                raise RewardModelError(
+                    f"reward {self.reward.name!r}: its scorer's output does not depend on inputs_embeds through "
+                    "autograd, so it has no gradient. The scorer must compute its [batch] tensor from the "
+                    "inputs_embeds it is given with differentiable torch operations (no .detach(), .item(), "
+                    "numpy or torch.no_grad()); for a scorer without a gradient use nudge_scoring='exact'."
+                )
         self.usage.backward_passes += 1
         g = grad[0, position].float()
         weight = self.reward.weight.float()
