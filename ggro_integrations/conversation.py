@@ -37,12 +37,38 @@ def as_conversation(prompt: Prompt) -> Conversation:
         content = message.get("content")
         if content is None and not message.get("tool_calls"):
             raise PromptError(f"prompt[{i}] has no 'content'.")
-        messages.append(dict(message))
+        messages.append({**message, "content": _content_text(i, content)})
     if not messages:
         raise PromptError("prompt is an empty message list; pass at least one message.")
     if not any(isinstance(m.get("content"), str) and m["content"].strip() for m in messages):
         raise PromptError("prompt messages are all empty; give at least one message some content.")
     return messages
+
+
+def _content_text(index: int, content: Any) -> str | None:
+    """A message's content as one string: a string, or a list of text blocks joined (as LangChain and
+    OpenAI-style clients send them). Anything else cannot be shown to a text model."""
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, Sequence) and not isinstance(content, (bytes, bytearray)):
+        texts = []
+        for j, block in enumerate(content):
+            if isinstance(block, str):
+                texts.append(block)
+            elif isinstance(block, Mapping) and block.get("type") == "text" and isinstance(block.get("text"), str):
+                texts.append(block["text"])
+            else:
+                kind = block.get("type") if isinstance(block, Mapping) else type(block).__name__
+                raise PromptError(
+                    f"prompt[{index}]['content'][{j}] is a {kind!r} block; only text blocks "
+                    "({'type': 'text', 'text': ...}) or strings can be given to a text model."
+                )
+        # Concatenated as written, the way chat templates that accept block lists render them.
+        return "".join(texts)
+    raise PromptError(
+        f"prompt[{index}]['content'] must be a string or a list of text blocks; got {type(content).__name__} "
+        f"({content!r:.60})."
+    )
 
 
 def plain_text(conversation: Conversation) -> str:

@@ -11,7 +11,8 @@ import math
 import pytest
 import torch
 
-from ggro_integrations import GGRODecoder, RewardModelError
+from ggro_integrations import GGRODecoder, PromptError, RewardModelError
+from ggro_integrations.conversation import as_conversation
 from ggro_integrations.rewards import (
     CompositeReward,
     EmbeddingReward,
@@ -59,6 +60,37 @@ def test_a_response_that_fits_is_scored(policy, tokenizer):
     roomy = HFRewardModel(tiny_reward_model(tokenizer, "gpt2", context=64), tokenizer, name="roomy")
     result = GGRODecoder(policy, tokenizer, roomy, max_new_tokens=4, **TRIGGER_ALWAYS).generate("Hi")
     assert math.isfinite(result.reward)
+
+
+# -- 3. message content of the wrong type ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content, kind", [(123, "int"), ({"text": "hi"}, "dict"), (b"hi", "bytes"), (["hi", 3], "'int'")]
+)
+def test_wrong_content_types_name_the_message(content, kind):
+    with pytest.raises(PromptError, match=rf"prompt\[0\]\['content'\].*{kind}"):
+        as_conversation([{"role": "system", "content": content}, {"role": "user", "content": "hi"}])
+
+
+def test_non_text_blocks_are_refused():
+    image = {"type": "image_url", "image_url": {"url": "http://x/y.png"}}
+    with pytest.raises(PromptError, match=r"prompt\[1\]\['content'\]\[1\] is a 'image_url' block"):
+        as_conversation([{"role": "system", "content": "s"}, {"role": "user", "content": [{"type": "text", "text": "a"}, image]}])
+
+
+def test_text_blocks_are_joined(policy, tokenizer):
+    blocks = [{"type": "text", "text": "Hello "}, "there, ", {"type": "text", "text": "friend"}]
+    assert as_conversation([{"role": "user", "content": blocks}])[0]["content"] == "Hello there, friend"
+    decoder = GGRODecoder(policy, tokenizer, None, num_refinements=0, max_new_tokens=3)
+    with_blocks = decoder.generate([{"role": "user", "content": blocks}])
+    assert with_blocks.token_ids == decoder.generate("Hello there, friend").token_ids
+
+
+def test_wrong_content_through_the_decoder(policy, tokenizer):
+    decoder = GGRODecoder(policy, tokenizer, None, num_refinements=0, max_new_tokens=3)
+    with pytest.raises(PromptError, match=r"prompt\[0\]\['content'\] must be a string .* got int"):
+        decoder.generate([{"role": "system", "content": 123}, {"role": "user", "content": "hi"}])
 
 
 # -- 4. non-finite rewards and gradients ----------------------------------------------------------------
