@@ -98,6 +98,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         elif set(args) == {int, type(None)}:
             kwargs["type"] = int
             kwargs["metavar"] = "N"
+        elif hint is bool:
+            kwargs["type"] = _parse_bool_or_auto  # "auto" leaves the default
+            kwargs["metavar"] = "{true,false}"
         elif set(args) == {bool, type(None)}:
             kwargs["type"] = _parse_bool_or_auto
             kwargs["metavar"] = "{true,false,auto}"

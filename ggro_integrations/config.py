@@ -59,6 +59,8 @@ class GGROConfig:
     """Sampling temperature of the Best-of-N baseline when ``temperature`` is 0."""
     use_chat_template: bool | None = None
     """Format string prompts with the policy's chat template: None = when the tokenizer has one."""
+    allow_special_tokens_in_content: bool = False
+    """Read control strings (``<|im_start|>`` ...) inside message text as special tokens; off: they stay text."""
 
     def __post_init__(self) -> None:
         stop = self.stop
@@ -142,3 +144,7 @@ def _validate(cfg: GGROConfig) -> None:
         raise ConfigError(f"best_of_n_temperature must be > 0; got {cfg.best_of_n_temperature}.")
     if cfg.use_chat_template is not None and not isinstance(cfg.use_chat_template, bool):
         raise ConfigError(f"use_chat_template must be True, False or None; got {cfg.use_chat_template!r}.")
+    if not isinstance(cfg.allow_special_tokens_in_content, bool):
+        raise ConfigError(
+            f"allow_special_tokens_in_content must be True or False; got {cfg.allow_special_tokens_in_content!r}."
+        )

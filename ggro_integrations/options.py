@@ -64,6 +64,8 @@ class GGROOptionFields(BaseModel):
     """Sampling temperature of the Best-of-N baseline; None = the decoder's."""
     use_chat_template: bool | None = None
     """Format string prompts with the policy's chat template; None = the decoder's (yes when it has one)."""
+    allow_special_tokens_in_content: bool | None = None
+    """Read control strings inside message text as special tokens (pre-templated text); None = the decoder's (no)."""
 
     @field_serializer("reward_model")
     def _reward_by_name(self, value: Any) -> Any:

@@ -233,7 +233,7 @@ def test_every_config_field_has_a_flag_and_round_trips():
         "entropy_threshold": "2.25", "num_refinements": "4", "nudge_top_k": "7", "nudge_temperature": "0.3",
         "nudge_selection": "sample", "nudge_scoring": "exact", "min_segment_tokens": "2", "max_new_tokens": "9",
         "temperature": "0.8", "top_p": "0.9", "seed": "5", "refinement": "parallel", "best_of_n": "3",
-        "best_of_n_temperature": "0.5", "use_chat_template": "false",
+        "best_of_n_temperature": "0.5", "use_chat_template": "false", "allow_special_tokens_in_content": "true",
     }
     assert set(values) | {"stop"} == set(config_field_names()), "a new GGROConfig field needs a value here"
     argv = ["generate", "hi"]
@@ -244,6 +244,7 @@ def test_every_config_field_has_a_flag_and_round_trips():
     cfg = GGROConfig().replace(**overrides)
     assert cfg.entropy_threshold == 2.25 and cfg.nudge_selection == "sample" and cfg.use_chat_template is False
     assert cfg.stop == ("END", "\n\n") and cfg.seed == 5 and cfg.best_of_n == 3
+    assert cfg.allow_special_tokens_in_content is True
     # Unset flags are not overrides: the config keeps its defaults.
     assert config_overrides(parser.parse_args(["generate", "hi"])) == {}
 

@@ -145,7 +145,7 @@ class GGRODecoder:
 
     def _encode(self, prompt: Prompt, conversation: list[dict[str, Any]], settings: CallSettings) -> list[int]:
         chat = uses_chat_template(self.tokenizer, prompt, settings.config.use_chat_template)
-        return encode_prompt(self.tokenizer, conversation, chat=chat, tools=settings.tools)
+        return encode_prompt(self.tokenizer, conversation, chat=chat, tools=settings.tools, allow_special_tokens_in_content=settings.config.allow_special_tokens_in_content)  # noqa: E501
 
     def generate(self, prompt: Prompt | PreparedCall, **options: Any) -> GGROResult:
         """Generate a response to ``prompt`` (a string, chat messages, or a ``PreparedCall``).

@@ -67,7 +67,7 @@ class Generation:
         self.policy = backend.open(call.prompt_ids, self.rules, Sampling(temperature, cfg.top_p, seed))
         self.nudge_generator = torch.Generator().manual_seed(seed + 1)
         reward = call.reward
-        self.reward: RewardSession | None = reward.open_session(call.conversation, self.tokenizer) if reward else None
+        self.reward: RewardSession | None = reward.open_session(call.conversation, self.tokenizer, allow_special_tokens_in_content=cfg.allow_special_tokens_in_content) if reward else None  # noqa: E501
         self.response = TextRelease(self.tokenizer, self.rules.stops)
         self.events: list[InterventionEvent] = []
         self.hooks = None  # the grammar / logits-processor state at prompt ⊕ committed

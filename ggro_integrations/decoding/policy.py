@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from ..chat_encoding import encode_chat, encode_text
 from ..conversation import Conversation, plain_text
 from ..errors import PromptError
 
@@ -24,17 +25,29 @@ def encode_prompt(
     *,
     chat: bool,
     tools: Sequence[dict[str, Any]] | None = None,
+    allow_special_tokens_in_content: bool = False,
 ) -> list[int]:
-    """Prompt token ids: the chat template with the generation prompt, or the plain text."""
+    """Prompt token ids: the chat template with the generation prompt, or the plain text.
+
+    Message text is encoded as text: a control string inside it (``<|im_start|>`` ...) is
+    characters, not the special token, unless ``allow_special_tokens_in_content`` (pre-templated
+    prompts). Prompts without such strings give exactly ``apply_chat_template(..., tokenize=True)``.
+    """
     if chat:
-        kwargs: dict[str, Any] = {"add_generation_prompt": True, "tokenize": False}
+        kwargs: dict[str, Any] = {"add_generation_prompt": True}
         if tools:
             kwargs["tools"] = list(tools)
-        text = tokenizer.apply_chat_template(conversation, **kwargs)
-        return tokenizer.encode(text, add_special_tokens=False)
+        return encode_chat(
+            tokenizer, conversation, allow_special_tokens_in_content=allow_special_tokens_in_content, **kwargs
+        )
     if tools:
         raise PromptError("tools need a chat template; the policy's tokenizer has none.")
-    return tokenizer.encode(plain_text(conversation), add_special_tokens=True)
+    return encode_text(
+        tokenizer,
+        plain_text(conversation),
+        add_special_tokens=True,
+        allow_special_tokens_in_content=allow_special_tokens_in_content,
+    )
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:

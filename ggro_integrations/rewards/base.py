@@ -172,7 +172,8 @@ class RewardModel(ABC):
     def score_texts(self, prompt: Prompt, responses: Sequence[str], policy_tokenizer: Any) -> list[float]:
         """Rewards of plain-text responses to ``prompt`` (tokenized with ``policy_tokenizer``)."""
         session = self.open_session(as_conversation(prompt), policy_tokenizer)
-        rows = [policy_tokenizer.encode(r, add_special_tokens=False) for r in responses]
+        # Response text is text: a control string in it is characters, not a special token.
+        rows = [policy_tokenizer.encode(r, add_special_tokens=False, split_special_tokens=True) for r in responses]
         return session.score([], rows).values.tolist()
 
     def __repr__(self) -> str:

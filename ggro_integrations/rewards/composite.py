@@ -115,9 +115,15 @@ class CompositeReward(RewardModel):
     def component_names(self) -> list[str]:
         return list(self.names)
 
-    def session(self, conversation: Conversation, policy_tokenizer: Any) -> RewardSession:
+    def session(
+        self, conversation: Conversation, policy_tokenizer: Any, *, allow_special_tokens_in_content: bool = False
+    ) -> RewardSession:
         # Checked sessions per component: a NaN or a bad shape is reported under the component's name.
-        return CompositeSession(self, [m.open_session(conversation, policy_tokenizer) for m in self.models])
+        sessions = [
+            m.open_session(conversation, policy_tokenizer, allow_special_tokens_in_content=allow_special_tokens_in_content)
+            for m in self.models
+        ]
+        return CompositeSession(self, sessions)
 
 
 class CompositeSession(RewardSession):

@@ -1,7 +1,8 @@
 """Reward models whose vocabulary differs from the policy's: the cross-tokenizer path.
 
 Responses arrive as policy token ids. The session decodes them to text and
-re-encodes that text with the reward tokenizer, then scores in reward ids through the
+re-encodes that text with the reward tokenizer (as text: a control string the
+policy spelled out stays characters), then scores in reward ids through the
 same ``PrefixCache`` as the shared-vocabulary session: rows share their longest
 common reward-token prefix, which is cached and extended.
 
@@ -77,7 +78,7 @@ class CrossTokenizerSession(RewardSession):
     def _encode(self, texts: list[str]) -> list[list[int]]:
         if not texts:
             return []
-        encoded = self.reward.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        encoded = self.reward.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
         return [list(ids) for ids in encoded]
 
     def score(self, prefix: TokenIds, continuations: Sequence[TokenIds]) -> RewardScores:
@@ -112,7 +113,7 @@ class CrossTokenizerSession(RewardSession):
         tok = self.reward.tokenizer
         if not getattr(tok, "is_fast", False):
             return self._encode([text])[0], []  # no offsets: the id diff alone defines the windows
-        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        enc = tok(text, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True)
         cover = [j for j, (s, e) in enumerate(enc["offset_mapping"]) if s < end and e > start]
         return list(enc["input_ids"]), cover
 

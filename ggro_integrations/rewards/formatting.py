@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..chat_encoding import chat_chunks, encode_chunks, encode_text
 from ..conversation import Conversation, plain_text
 from ..errors import RewardModelError
 
@@ -22,24 +23,37 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def template_parts(tokenizer: Any, conversation: Conversation) -> tuple[list[int], list[int]]:
-    """Token ids that go before and after the response for ``conversation``."""
+def template_parts(
+    tokenizer: Any, conversation: Conversation, *, allow_special_tokens_in_content: bool = False
+) -> tuple[list[int], list[int]]:
+    """Token ids that go before and after the response for ``conversation``.
+
+    Message text is encoded as text (a control string in it is characters, not a special
+    token), as in the policy's prompt, unless ``allow_special_tokens_in_content``.
+    """
     if has_chat_template(tokenizer):
-        text = tokenizer.apply_chat_template(
+        chunks = chat_chunks(
+            tokenizer,
             list(conversation) + [{"role": "assistant", "content": RESPONSE_PLACEHOLDER}],
-            tokenize=False,
+            allow_special_tokens_in_content=allow_special_tokens_in_content,
         )
-        before, found, after = text.partition(RESPONSE_PLACEHOLDER)
-        if not found:
-            raise RewardModelError(
-                "the reward model's chat template dropped the assistant response; "
-                "it cannot score responses. Pass a tokenizer whose template renders assistant turns."
-            )
-        before_ids = tokenizer.encode(before, add_special_tokens=False)
-    else:
-        before_ids = tokenizer.encode(plain_text(conversation) + "\n", add_special_tokens=False)
-        after = ""
-        if tokenizer.bos_token_id is not None:
-            before_ids = [tokenizer.bos_token_id] + before_ids
-    after_ids = tokenizer.encode(after, add_special_tokens=False) if after else []
-    return before_ids, after_ids
+        for i, (text, literal) in enumerate(chunks):
+            if not literal and RESPONSE_PLACEHOLDER in text:
+                before, _, after = text.partition(RESPONSE_PLACEHOLDER)
+                return (
+                    encode_chunks(tokenizer, chunks[:i] + [(before, False)]),
+                    encode_chunks(tokenizer, [(after, False)] + chunks[i + 1 :]),
+                )
+        raise RewardModelError(
+            "the reward model's chat template dropped the assistant response; "
+            "it cannot score responses. Pass a tokenizer whose template renders assistant turns."
+        )
+    before_ids = encode_text(
+        tokenizer,
+        plain_text(conversation) + "\n",
+        add_special_tokens=False,
+        allow_special_tokens_in_content=allow_special_tokens_in_content,
+    )
+    if tokenizer.bos_token_id is not None:
+        before_ids = [tokenizer.bos_token_id] + before_ids
+    return before_ids, []

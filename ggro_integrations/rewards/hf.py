@@ -122,8 +122,12 @@ class HFRewardModel(RewardModel):
                 f"{self.name!r} needs it to read responses written in another vocabulary."
             )
 
-    def session(self, conversation: Conversation, policy_tokenizer: Any) -> RewardSession:
-        before, after = template_parts(self.tokenizer, conversation)
+    def session(
+        self, conversation: Conversation, policy_tokenizer: Any, *, allow_special_tokens_in_content: bool = False
+    ) -> RewardSession:
+        before, after = template_parts(
+            self.tokenizer, conversation, allow_special_tokens_in_content=allow_special_tokens_in_content
+        )
         if self.shares_vocabulary_with(policy_tokenizer):
             return SharedVocabSession(self, before, after)
         self.check_policy_tokenizer(policy_tokenizer)

@@ -49,16 +49,21 @@ class EmbeddingReward(RewardModel):
                 f"reward {self.name!r} must read the policy's own token ids; its tokenizer differs."
             )
 
-    def session(self, conversation: Conversation, policy_tokenizer: Any) -> RewardSession:
+    def session(
+        self, conversation: Conversation, policy_tokenizer: Any, *, allow_special_tokens_in_content: bool = False
+    ) -> RewardSession:
         self.check_policy_tokenizer(policy_tokenizer)
-        return _EmbeddingSession(self, conversation)
+        before, after = template_parts(
+            self.tokenizer, conversation, allow_special_tokens_in_content=allow_special_tokens_in_content
+        )
+        return _EmbeddingSession(self, before, after)
 
 
 class _EmbeddingSession(RewardSession):
-    def __init__(self, reward: EmbeddingReward, conversation: Conversation) -> None:
+    def __init__(self, reward: EmbeddingReward, before_ids: list[int], after_ids: list[int]) -> None:
         super().__init__()
         self.reward = reward
-        self.before_ids, self.after_ids = template_parts(reward.tokenizer, conversation)
+        self.before_ids, self.after_ids = before_ids, after_ids
 
     def _embed_batch(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(r) for r in rows)
