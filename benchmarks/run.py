@@ -135,12 +135,10 @@ def build(quick: bool, threshold: float | None) -> tuple[GGRODecoder, dict[str, 
         )
         return decoder, {"policy": "tiny random Llama (64 hidden, 4 layers)", "reward": "tiny random Llama classifier"}
     from ggro_integrations import build_decoder
-    from ggro_integrations.rewards.default import DEFAULT_POLICY_SETTINGS, DEFAULT_REWARD_NAME
+    from ggro_integrations.rewards.default import DEFAULT_REWARD_NAME
 
-    settings = dict(DEFAULT_POLICY_SETTINGS)  # the measured settings for the embedded default
-    if threshold is not None:
-        settings["entropy_threshold"] = threshold
-    decoder = build_decoder("default", "default", **settings)
+    # build_decoder applies the embedded default's measured settings; a threshold given here wins.
+    decoder = build_decoder("default", "default", entropy_threshold=threshold)
     return decoder, {"policy": "SmolLM2-135M-Instruct (embedded default)", "reward": DEFAULT_REWARD_NAME}
 
 

@@ -45,8 +45,11 @@ _key_locks: dict[Hashable, threading.Lock] = {}
 _loads: Counter[str] = Counter()
 
 
-def _load_default(*, device: Any = None, dtype: Any = None) -> RewardModel:
-    """The package's default reward head (imported when first used: it loads the default policy)."""
+def _load_default(*, device: Any = None, dtype: Any = None, trust_remote_code: bool = False) -> RewardModel:
+    """The package's default reward head (imported when first used: it loads the default policy).
+
+    ``trust_remote_code`` is accepted and has no effect: the default runs no remote code.
+    """
     from ..default_model.reward import load_default_reward_model
 
     return load_default_reward_model(device=device, dtype=dtype)
