@@ -43,7 +43,9 @@ class TextRelease:
             while end > self.released and text[end - 1] == "\ufffd":
                 end -= 1  # an incomplete multi-byte character
         if end <= self.released:
-            return []
+            if not (final and len(self.tokens) > self.released_tokens):
+                return []
+            end = self.released  # no new text, but the last tokens (e.g. a special token) must be reported
         delta = TextDelta(text[self.released : end], self.tokens[self.released_tokens :])
         self.released, self.released_tokens = end, len(self.tokens)
         return [delta]
