@@ -7,13 +7,15 @@ conversion, checkpoint hashes) in the ``default_model`` package; ``PolicyLoadErr
 
 from __future__ import annotations
 
+from .default_model.checkpoint import is_complete
 from .default_model.convert import SMOLLM2_CHAT_TEMPLATE, convert_gguf_policy
 from .default_model.paths import DEFAULT_POLICY_ID, default_policy_dir, find_packaged_gguf, ggro_home
 from .errors import PolicyLoadError
 from .policies import PolicySpec, clear_policy_cache, load_policy, policy_display_name, policy_load_count
 
-# The old private name, still imported by tests and scripts.
+# The old private names, still used by tests and scripts.
 _find_packaged_gguf = find_packaged_gguf
+_is_complete = is_complete
 
 __all__ = [
     "DEFAULT_POLICY_ID",
