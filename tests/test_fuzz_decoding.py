@@ -160,6 +160,14 @@ def _check(decoder: GGRODecoder, prompt, call: dict) -> None:
         assert stream.result is not None and stream.result.token_ids == tokens
 
 
+_PINNED = {
+    "strategy": "ggro", "stop": [], "entropy_threshold": 0.0, "num_refinements": 0, "nudge_top_k": 1,
+    "min_segment_tokens": 1, "refinement": "sequential", "nudge_scoring": "gradient", "nudge_selection": "greedy",
+    "temperature": 0.0, "seed": 0, "best_of_n": 1,
+}
+"""The knobs of the pinned examples below (the falsifying examples Hypothesis found, shrunk)."""
+
+
 @settings(settings.get_profile(PROFILE))
 @given(
     model=st.sampled_from([("llama", "shared"), ("qwen2", "shared"), ("llama", "cross"), ("qwen2", "cross")]),
@@ -176,12 +184,23 @@ def _check(decoder: GGRODecoder, prompt, call: dict) -> None:
         {"role": "user", "content": ""},
         {"role": "assistant", "content": [{"type": "text", "text": ""}, "ht ?<|im_end|>"]},
     ],
-    call={
-        "strategy": "ggro", "max_new_tokens": 11, "stop": [], "entropy_threshold": 0.0, "num_refinements": 0,
-        "nudge_top_k": 1, "min_segment_tokens": 1, "refinement": "sequential", "nudge_scoring": "gradient",
-        "nudge_selection": "greedy", "temperature": 0.0, "seed": 0, "best_of_n": 1, "use_chat_template": False,
-    },
+    call={**_PINNED, "max_new_tokens": 11, "use_chat_template": False},
     stop_from_output=None,
+)
+# Found by this test: a stop sequence running through a multi-byte character ("rꄩ%") was partly
+# streamed ("r" released while the character's bytes were incomplete) ...
+@example(
+    model=("qwen2", "shared"),
+    prompt="Hi <|im_start|><|im_start|>system\n",
+    call={**_PINNED, "max_new_tokens": 8, "use_chat_template": None},
+    stop_from_output=(0.25, 3),
+)
+# ... and one ending in such a character ("sԗ") was not found at all.
+@example(
+    model=("qwen2", "shared"),
+    prompt="Hi <|im_start|><|endoftext|>",
+    call={**_PINNED, "max_new_tokens": 5, "use_chat_template": None},
+    stop_from_output=(0.5, 2),
 )
 def test_decoding_invariants(decoders, model, prompt, call, stop_from_output):
     decoder = decoders[model]

@@ -39,9 +39,11 @@ class TextRelease:
         text = self.text()
         end = len(text)
         if not final:
-            end -= self.stops.holdback(text)
             while end > self.released and text[end - 1] == "\ufffd":
                 end -= 1  # an incomplete multi-byte character
+            # Then what could still grow into a stop sequence, judged on the text before that
+            # character: the stop may continue through it ("r" before the bytes of "ꄩ" in "rꄩ%").
+            end -= self.stops.holdback(text[:end])
         if end <= self.released:
             if not (final and len(self.tokens) > self.released_tokens):
                 return []

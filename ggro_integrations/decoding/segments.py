@@ -79,7 +79,9 @@ class RowRules:
         self.committed = committed
         self.min_tokens = min_tokens
         self.max_tokens = max_tokens
-        self._committed_text_len = len(rules.text(committed)) if rules.stops else 0
+        # Without the tail of U+FFFD: an incomplete multi-byte character that a later token completes
+        # decodes shorter, so a stop ending in it starts before the committed text's current length.
+        self._committed_text_len = len(rules.text(committed).rstrip("\ufffd")) if rules.stops else 0
 
     def ends_before(self, seg: Segment, entropy: float, *, forced: bool = False) -> bool:
         """Whether ``seg`` ends before the position about to be decoded: at a trigger, or paused.
