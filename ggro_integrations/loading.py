@@ -69,6 +69,14 @@ def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | Literal["auto"
     return resolved
 
 
+def dtype_name(dtype: torch.dtype | str | None) -> str | None:
+    """The canonical name of ``dtype`` (``"bfloat16"`` for ``torch.bfloat16``, ``"bf16"`` or
+    ``"torch.bfloat16"``; ``"auto"``), validated; ``None`` when not given. Adapters keep names in
+    their fields: serialisable, and the same registry cache key as the dtype itself."""
+    parsed = parse_dtype(dtype)
+    return parsed if parsed is None or parsed == "auto" else str(parsed).removeprefix("torch.")
+
+
 def device_name(device: str | torch.device | None) -> str | None:
     """The canonical name of ``device`` (``"cpu"``, ``"cuda:0"``), or ``None`` when not given.
 

@@ -87,7 +87,9 @@ class TransformersBackend(PolicyBackend):
 
     @property
     def name(self) -> str:
-        return getattr(self.model.config, "_name_or_path", "") or type(self.model).__name__
+        from ..policies import policy_display_name
+
+        return policy_display_name(self.model)
 
     @property
     def eos_ids(self) -> set[int]:

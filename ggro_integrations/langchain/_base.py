@@ -12,7 +12,6 @@ re-checks what the core checks.
 from __future__ import annotations
 
 import difflib
-import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
 
@@ -28,7 +27,8 @@ from ..decoding.call import reward_label
 from ..decoding.threads import AsyncGenerationStream
 from ..errors import ConfigError, GGROError
 from ..events import InterventionEvent
-from ..models import DEFAULT_POLICY_ID, default_policy_dir
+from ..loading import device_name, dtype_name
+from ..models import DEFAULT_POLICY_ID
 from ..options import KNOBS, GGROOptionFields
 from . import _config
 from ._runs import AsyncEmit, ModelRun, SyncEmit, open_run
@@ -89,18 +89,10 @@ class GGROFields(GGROOptionFields):
 
     @field_validator("device", "dtype", mode="before")
     @classmethod
-    def _torch_objects_as_names(cls, value: Any) -> Any:
+    def _torch_objects_as_names(cls, value: Any, info: Any) -> Any:
         # torch.device("cuda:0") -> "cuda:0", torch.bfloat16 -> "bfloat16": names keep the model
         # serialisable and give the registry the same cache key as a name passed directly.
-        if value is None or isinstance(value, str):
-            return value
-        import torch
-
-        if isinstance(value, torch.device):
-            return str(value)
-        if isinstance(value, torch.dtype):
-            return str(value).removeprefix("torch.")
-        return value
+        return device_name(value) if info.field_name == "device" else dtype_name(value)
 
     @model_validator(mode="after")
     def _build_ggro_decoder(self) -> Any:
@@ -337,8 +329,7 @@ def _construction_error(cls_name: str, exc: ValidationError) -> GGROError:
 
 
 def _policy_name(decoder: GGRODecoder) -> str:
-    """How a preloaded policy is named in traces: "default" for the embedded default, else the backend's name."""
+    """``model_id`` for a preloaded policy: "default" for the embedded default (a spec, as
+    ``from_model_id`` takes it), else the backend's display name."""
     name = decoder.backend.name
-    if name and os.path.abspath(name) == os.path.abspath(default_policy_dir()):
-        return "default"
-    return name
+    return "default" if name == DEFAULT_POLICY_ID else name

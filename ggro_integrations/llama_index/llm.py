@@ -41,6 +41,7 @@ from ..decoding.call import CallSettings
 from ..decoding.threads import AsyncGenerationStream
 from ..events import InterventionEvent
 from ..factory import build_decoder
+from ..loading import device_name, dtype_name
 from ..options import KNOBS, GGROOptionFields
 from ..tools import parse_tool_calls, supports_tools
 from .events import dispatch_intervention
@@ -125,7 +126,7 @@ class GGROLLM(GGROOptionFields, FunctionCallingLLM, CustomLLM):
             kwargs["model_name"] = _policy_name(model_id, decoder)
         # A name stays on the LLM (it resolves to the same cached model); anything else lives in the decoder.
         name = reward_model if isinstance(reward_model, str) else None
-        return cls(decoder=decoder, reward_model=name, device=_as_name(device), dtype=_as_name(dtype), **kwargs)
+        return cls(decoder=decoder, reward_model=name, device=device_name(device), dtype=dtype_name(dtype), **kwargs)
 
     @classmethod
     def class_name(cls) -> str:
@@ -410,17 +411,6 @@ async def _avisible(pieces: AsyncIterator[tuple[str, str | None, GGROResult | No
             yield shown, new, result
 
 
-def _as_name(value: Any) -> str | None:
-    """``torch.device("cuda:0")`` -> ``"cuda:0"``, ``torch.bfloat16`` -> ``"bfloat16"``: the registry
-    normalises both spellings to the same cache key."""
-    if value is None or isinstance(value, str):
-        return value
-    return str(value).removeprefix("torch.")
-
-
 def _policy_name(model_id: str, decoder: GGRODecoder) -> str:
-    if model_id == "default":
-        from ..models import DEFAULT_POLICY_ID
-
-        return DEFAULT_POLICY_ID
-    return model_id or decoder.backend.name
+    """The name traces show: the given id, or the backend's display name (the embedded default: its Hub id)."""
+    return model_id if model_id not in ("", "default") else decoder.backend.name
