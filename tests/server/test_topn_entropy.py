@@ -114,3 +114,18 @@ def test_float32_sums_above_one_mean_no_tail() -> None:
 def test_bad_arguments_name_the_parameter(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         topn_entropy(**kwargs)
+
+
+@pytest.mark.parametrize("a", [0.8, 1.1, 1.5])
+def test_zipf_estimate_recovers_a_power_law_tail(a: float) -> None:
+    """On an exact power law the default estimator extrapolates the tail it was built for."""
+    vocab = 50_000
+    weights = [(i + 1) ** -a for i in range(vocab)]
+    total = sum(weights)
+    probs = [w / total for w in weights]
+    exact = exact_entropy(probs)
+    logprobs = [math.log(p) for p in probs[:20]]
+    zipf = topn_entropy(logprobs, vocab, "zipf")
+    geometric = topn_entropy(logprobs, vocab, "geometric")
+    assert abs(zipf.estimate - exact) < 0.02 * exact
+    assert abs(zipf.estimate - exact) < abs(geometric.estimate - exact)

@@ -15,18 +15,24 @@ tail tokens has probability at most ``p_N``. Writing ``H_N = -sum p_i ln p_i``:
   tail tokens: ``H <= H_N + r ln(M / r)``.
 
 The gap is wide (``ln M`` is about 10.8 nats for SmolLM2's 49 152 tokens), so the
-trigger needs a point estimate. :func:`topn_entropy` gives the bounds and a
-*geometric tail* estimate: the tail continues the top-N's decay as
-``q_j = p_N rho^j`` (j = 1, 2, ...) with ``rho`` chosen so the tail sums to ``r``
-(``rho = r / (r + p_N)``). That is the maximum-entropy tail with the right mass
-and the right expected rank, has a closed form, needs no fitting, and is clamped
-into the bounds. ``docs/scaling-out.md`` records how often a trigger decided on
-each estimator agrees with the exact entropy on SmolLM2-135M (the geometric tail
-agreed best there; the lower bound never triggers when the exact entropy is below
-the threshold, and misses more).
+trigger needs a point estimate. :func:`topn_entropy` returns the bounds and, by
+default, a **Zipf tail** estimate: language-model next-token probabilities fall off
+roughly as a power of the rank, so fit ``ln p_i = c - a ln i`` to the returned
+ranks, continue it past rank N (``q_j = p_N ((N + j) / N)^-a``) until the tail mass
+``r`` is used up, and add that tail's entropy; the result is clamped into the
+bounds. Other estimators: ``"geometric"`` (a geometric tail with mass ``r``;
+closed form, lighter than real tails), ``"lower"`` (a trigger decided on it never
+fires where the exact entropy is below the threshold) and ``"midpoint"``.
 
-Everything here is plain Python on at most a few dozen numbers per position: it
-runs per generated token on the client, next to the HTTP call.
+Measured on 875 greedy positions of SmolLM2-135M-Instruct against the exact
+entropy (benchmarks/topn_entropy.py, docs/scaling-out.md), a trigger at
+tau = 3.0 decided on the Zipf estimate agreed with the exact one at 98.3 % of
+positions with N = 20 (geometric 96.8 %, midpoint 97.4 %, lower bound 93.5 %),
+96.0 % with N = 10 and 93.1 % with N = 5; its disagreements are almost all
+misses just above tau (it slightly underestimates).
+
+Per position this is a few dozen numbers and one vectorised pass over at most
+the tail's length: well under a millisecond next to an HTTP round trip.
 """
 
 from __future__ import annotations
@@ -35,12 +41,17 @@ import math
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-Estimator = Literal["geometric", "lower", "midpoint"]
-ESTIMATORS: tuple[Estimator, ...] = ("geometric", "lower", "midpoint")
+import numpy as np
 
-# Top-N probabilities arrive as float32 log-probabilities; their sum can exceed 1 by
-# a few ulps. Tail masses below this are treated as zero (no tail).
-_TAIL_EPS = 1e-7
+Estimator = Literal["zipf", "geometric", "lower", "midpoint"]
+ESTIMATORS: tuple[Estimator, ...] = ("zipf", "geometric", "lower", "midpoint")
+# The fitted decay is floored: a flat (or rising, from rounding) top-N would otherwise
+# give a tail that never decays and spreads r uniformly, i.e. the upper bound.
+_MIN_ZIPF_EXPONENT = 0.05
+_ZIPF_CHUNK = 4096
+
+# Top-N probabilities arrive as float32 log-probabilities; their sum can exceed 1 by a
+# few ulps, which leaves a negative "tail": that is no tail at all.
 
 
 @dataclass(frozen=True)
@@ -78,7 +89,7 @@ def entropy_bounds(probs: Sequence[float], vocab_size: int) -> tuple[float, floa
     head = sum(_xlogx_inv(p) for p in ordered)
     tail = 1.0 - sum(ordered)
     tail_tokens = vocab_size - n
-    if tail <= _TAIL_EPS or tail_tokens == 0:
+    if tail <= 0.0 or tail_tokens == 0:
         return head, head, head, max(0.0, tail)
     p_min = ordered[-1]
     if p_min <= 0.0:
@@ -103,16 +114,46 @@ def _geometric_tail(p_min: float, tail: float) -> float:
     return tail * math.log(1.0 / p_min) - p_min * math.log(rho) * rho / (one_minus * one_minus)
 
 
-def topn_entropy(logprobs: Sequence[float], vocab_size: int, estimator: Estimator = "geometric") -> TopNEntropy:
+def _zipf_tail(ordered: Sequence[float], tail: float, tail_tokens: int) -> float:
+    """Entropy of a power-law continuation of the ranked top-N ``ordered`` whose mass is ``tail``."""
+    n = len(ordered)
+    p_min = ordered[-1]
+    if n >= 2:
+        x = np.log(np.arange(1, n + 1, dtype=np.float64))
+        y = np.log(np.asarray(ordered, dtype=np.float64))
+        exponent = float(-np.polyfit(x, y, 1)[0])
+    else:
+        exponent = 1.0  # one probability says nothing about the decay: Zipf's law proper
+    exponent = max(exponent, _MIN_ZIPF_EXPONENT)
+    entropy = 0.0
+    used = 0.0
+    for first in range(1, tail_tokens + 1, _ZIPF_CHUNK):
+        j = np.arange(first, min(first + _ZIPF_CHUNK, tail_tokens + 1), dtype=np.float64)
+        q = p_min * ((n + j) / n) ** (-exponent)
+        cumulative = used + np.cumsum(q)
+        k = int(np.searchsorted(cumulative, tail))
+        if k < len(q):  # the mass runs out inside this chunk: the last token takes the remainder
+            head = q[:k]
+            rest = tail - (float(cumulative[k - 1]) if k > 0 else used)
+            return entropy + float(-(head * np.log(head)).sum()) + _xlogx_inv(rest)
+        entropy += float(-(q * np.log(q)).sum())
+        used = float(cumulative[-1])
+    # The power law over every tail token holds less than r: keep its shape, scaled up to r
+    # (sum of s*q ln(1/(s*q)) = s * (sum of q ln(1/q)) - r ln s).
+    scale = tail / used
+    return scale * entropy - tail * math.log(scale)
+
+
+def topn_entropy(logprobs: Sequence[float], vocab_size: int, estimator: Estimator = "zipf") -> TopNEntropy:
     """Bounds and a point estimate of the entropy from top-N log-probabilities.
 
     ``logprobs`` are natural-log probabilities of the N most likely tokens under the
     *full* softmax (what vLLM's raw logprobs and llama-server's pre-sampling
     ``n_probs`` are), in any order; ``vocab_size`` is the policy's vocabulary size
     (rows of its output layer). ``estimator`` picks the point estimate:
-    ``"geometric"`` (default, see the module docstring), ``"lower"`` (the lower
-    bound: a trigger decided on it never fires where the exact entropy is below the
-    threshold) or ``"midpoint"`` of the bounds.
+    ``"zipf"`` (default, see the module docstring), ``"geometric"``, ``"lower"``
+    (the lower bound: a trigger decided on it never fires where the exact entropy
+    is below the threshold) or ``"midpoint"`` of the bounds.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator={estimator!r}; use one of {', '.join(ESTIMATORS)}.")
@@ -124,6 +165,9 @@ def topn_entropy(logprobs: Sequence[float], vocab_size: int, estimator: Estimato
         estimate = lower
     elif estimator == "midpoint":
         estimate = 0.5 * (lower + upper)
-    else:
+    elif estimator == "geometric":
         estimate = min(upper, max(lower, head + _geometric_tail(min(probs), tail)))
+    else:
+        ordered = sorted(probs, reverse=True)
+        estimate = min(upper, max(lower, head + _zipf_tail(ordered, tail, vocab_size - len(ordered))))
     return TopNEntropy(estimate=estimate, lower=lower, upper=upper, head=head, tail_mass=tail, n=len(probs))
