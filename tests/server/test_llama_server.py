@@ -30,7 +30,7 @@ from ggro_integrations.backends.server import (
 )
 from ggro_integrations.backends.server.llama_server import find_llama_server
 
-from conftest import IN_CI, start_server
+from llama_fixtures import IN_CI, start_server
 
 pytestmark = pytest.mark.slow
 
