@@ -24,6 +24,7 @@ from ggro_integrations.backends.server import (
     ServerRequestError,
     ServerTimeoutError,
     ServerUnreachableError,
+    StreamGapError,
 )
 from ggro_integrations.backends.server.llama_server import free_port
 
@@ -166,6 +167,22 @@ def test_llama_server_positions_without_probabilities_keep_their_place() -> None
     assert result.token_ids == (173, 7, 242, 7, 99)
     assert [p.has_distribution for p in result.positions] == [False, True, False, True, False]
     assert math.isnan(result.positions[0].logprob)
+
+
+def test_llama_stream_that_skips_a_token_says_so() -> None:
+    """A streamed chunk whose tokens_predicted jumps: a token was generated but never sent."""
+    probs = llama_completion([5, 6])["completion_probabilities"]
+    chunks = [
+        {"completion_probabilities": probs[:1], "tokens": [5], "stop": False, "tokens_predicted": 1},
+        {"completion_probabilities": probs[1:], "tokens": [6], "stop": False, "tokens_predicted": 3},
+    ]
+    with CannedServer(lambda s, c: Reply(200, sse=chunks)) as server, ServerClient(server.url, retry=FAST) as client:
+        got = []
+        with pytest.raises(StreamGapError, match="after 1 that end mid-UTF-8"):
+            with client.stream(REQ) as stream:
+                for position in stream:
+                    got.append(position.token_id)
+    assert got == [5]
 
 
 # -- vLLM ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from .errors import (
     ServerTimeoutError,
     ServerUnreachableError,
     ServerVocabularyError,
+    StreamGapError,
 )
 from .types import CompletionRequest, CompletionResult, FinishReason, Position, ServerInfo, TokenLogprob
 
@@ -41,6 +42,7 @@ __all__ = [
     "ServerTimeoutError",
     "ServerUnreachableError",
     "ServerVocabularyError",
+    "StreamGapError",
     "TokenLogprob",
     "TopNEntropy",
     "entropy_bounds",

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from .errors import IncompleteResponseError, LogprobsLimitError, ServerRequestError
+from .errors import IncompleteResponseError, LogprobsLimitError, ServerRequestError, StreamGapError
 from .types import CompletionRequest, CompletionResult, FinishReason, Position, TokenLogprob
 
 ENGINES = ("llama.cpp", "vllm", "sglang")
@@ -229,10 +229,12 @@ class LlamaCppDialect(Dialect):
         if isinstance(predicted, int) and predicted > state.positions + len(positions):
             # A token that ended mid-UTF-8-character was generated but never streamed
             # (neither its id nor its probabilities): the stream cannot say what it was.
-            raise self._incomplete(
-                f"skipped {predicted - state.positions - len(positions)} token(s) that end mid-UTF-8 character "
-                "(llama-server streams neither their ids nor their probabilities); use complete(), which "
-                "returns every token, instead of stream() for this request"
+            raise StreamGapError(
+                f"the llama.cpp stream skipped {predicted - state.positions - len(positions)} token(s) after "
+                f"{state.positions} that end mid-UTF-8 character (llama-server streams neither their ids nor "
+                "their probabilities); continue with complete(), which returns every token",
+                url="",
+                engine=self.engine,
             )
         if body.get("stop") is True:
             state.finish_reason = self._finish(body)

@@ -51,5 +51,13 @@ class IncompleteResponseError(ServerError):
     """The server answered, but the body is truncated or lacks what was asked (e.g. no log-probabilities)."""
 
 
+class StreamGapError(IncompleteResponseError):
+    """A stream skipped a token it cannot send (llama-server: one ending mid-UTF-8 character).
+
+    The positions before the gap were correct; decode the rest with ``complete()``
+    (which returns every token) from the prompt plus those positions.
+    """
+
+
 class ServerVocabularyError(ServerError, ValueError):
     """The server's model tokenizes differently from the local tokenizer: token ids would mean different things."""
