@@ -34,6 +34,8 @@ def start_server(gguf: pathlib.Path, tmp: pathlib.Path, **kwargs: Any) -> LlamaS
     command = find_llama_server()
     if command is None:
         _unavailable("neither llama-server nor xllamacpp is installed")
-    options: dict[str, Any] = {"parallel": 4, "threads": 2, "ctx_size": 4096}
+    # One thread: llama.cpp's worker threads busy-wait, so on a busy two-core machine -t 2 fell
+    # to 1-4 tokens/s while -t 1 decoded 24-35 (measured here; docs/scaling-out.md).
+    options: dict[str, Any] = {"parallel": 4, "threads": 1, "ctx_size": 4096}
     options.update(kwargs)
     return LlamaServerProcess(gguf, command=command, log_path=tmp / "llama-server.log", **options).start()

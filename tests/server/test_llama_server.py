@@ -108,7 +108,7 @@ def test_a_server_is_installed_under_ci() -> None:
 def test_check_reports_the_served_model(client: ServerClient, smollm: tuple[Any, Any]) -> None:
     _, tokenizer = smollm
     info = client.check(tokenizer, top_logprobs=20)
-    assert info.vocab_size == 49152 and info.slots == 4
+    assert info.vocab_size == 49152 and info.slots == 4  # -np 4
     assert info.vocabulary_checked and info.max_top_logprobs_checked == 20
     assert info.model and info.model.endswith(".gguf")
 
