@@ -1,4 +1,7 @@
-"""The top-N entropy bounds and estimator against exact entropies of random distributions."""
+"""The top-N entropy bounds and estimator against exact entropies of random distributions.
+
+Derandomised (as the decoding property test is in CI), so CI always checks the same examples.
+"""
 
 from __future__ import annotations
 
@@ -44,7 +47,7 @@ def distributions(draw: st.DrawFn) -> tuple[list[float], int]:
     return probs, n
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, derandomize=True)
 @given(distributions())
 def test_bounds_bracket_the_exact_entropy(case: tuple[list[float], int]) -> None:
     probs, n = case
@@ -55,7 +58,7 @@ def test_bounds_bracket_the_exact_entropy(case: tuple[list[float], int]) -> None
     assert tail == pytest.approx(1 - sum(top_n(probs, n)), abs=1e-12)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(distributions())
 def test_lower_bound_is_at_least_the_textbook_one(case: tuple[list[float], int]) -> None:
     """H_N + r ln(1/p_N) (the issue's form) never exceeds the packed-tail bound used here."""
@@ -66,7 +69,7 @@ def test_lower_bound_is_at_least_the_textbook_one(case: tuple[list[float], int])
         assert lower >= head + tail * math.log(1 / top[-1]) - 1e-9
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(distributions(), st.sampled_from(ESTIMATORS))
 def test_every_estimate_lies_within_the_bounds(case: tuple[list[float], int], estimator: str) -> None:
     probs, n = case
