@@ -120,7 +120,7 @@ class LlamaServerProcess:
 
     Binds to ``127.0.0.1`` unless told otherwise; stops with SIGTERM (then SIGKILL)
     in :meth:`stop` or on leaving a ``with`` block. Its log goes to ``log_path``
-    (default: a file next to nothing, i.e. discarded unless given).
+    (discarded when not given).
     """
 
     def __init__(
