@@ -240,12 +240,13 @@ async def test_cancelling_a_streaming_task_aborts_the_request(llama_server: Any,
     assert stopped_after < 10
 
 
+# Measured here with a raw socket close: neither llama-server b11434 nor xllamacpp 2026.10.11549
+# stopped a non-streamed /completion (still generating 35 s and 120 s later), while streamed
+# requests stop at once. Running it would leave the shared server's slot generating for the rest
+# of the session; it is kept for engines that do abort (vLLM documents it).
+@pytest.mark.skip(reason="llama.cpp servers here do not abort non-streamed requests on disconnect; use stream()")
 async def test_cancelling_a_complete_task_aborts_the_request(llama_server: Any, smollm: tuple[Any, Any]) -> None:
-    """A non-streamed request: llama-server polls its socket about once a second while generating."""
-    if llama_server.command.kind == "xllamacpp":
-        # Measured with xllamacpp 2026.10.11549: 120 s after the client closed the socket of a
-        # non-streamed /completion the slot was still generating; streamed requests stop at once.
-        pytest.skip("xllamacpp does not abort non-streamed requests on disconnect; llama-server does")
+    """A non-streamed request, aborted by closing its connection."""
     _, tokenizer = smollm
     async with AsyncServerClient(llama_server.url, timeout=300) as client:
         task = asyncio.create_task(client.complete(long_request(tokenizer)))
