@@ -8,10 +8,12 @@ generated. Both keep a connection pool, apply timeouts, retry connection failure
 and HTTP 5xx with exponential backoff (never 4xx: the request itself is wrong), and
 turn failures into errors that name the URL and the fix.
 
-Aborting a request: closing its connection aborts it in llama-server (it polls the
-socket about once a second while generating) and in vLLM. Cancelling the asyncio
-task of an :class:`AsyncServerClient` call, or leaving a ``stream()`` block early,
-closes that request's connection.
+Aborting a request: leaving a ``stream()`` block early (or cancelling the task that
+consumes an async stream, or ``complete(cancel=event)``, which streams) closes the
+connection, and the engine stops at its next token. Cancelling the task of a
+non-streamed ``AsyncServerClient.complete`` closes its connection too, but only
+engines that watch the socket while generating stop then: vLLM documents it; the
+llama.cpp servers measured here (llama-server b11434, xllamacpp) kept generating.
 """
 
 from __future__ import annotations
@@ -513,7 +515,8 @@ class AsyncServerClient:
 
     Cancelling the task that awaits :meth:`complete` (``task.cancel()``,
     ``asyncio.wait_for`` timing out, a ``TaskGroup`` failing) closes that request's
-    connection, which aborts it on the server.
+    connection; a streamed request (:meth:`stream`) is then aborted on every engine, a
+    non-streamed one only where the engine watches the socket (not llama.cpp's servers).
     """
 
     def __init__(
@@ -593,7 +596,7 @@ class AsyncServerClient:
         return self._core.decode_json(await self._request("POST", path, body), path)
 
     async def complete(self, request: CompletionRequest) -> CompletionResult:
-        """Generate ``request`` to the end; cancel the awaiting task to abort it on the server."""
+        """Generate ``request`` to the end (cancelling the awaiting task closes its connection)."""
         path = self._core.dialect.completion_path
         text = await self._request("POST", path, self._core.dialect.payload(request, stream=False), request)
         return self._core.parse(text, request)
