@@ -16,9 +16,11 @@ import argparse
 import ast
 import contextlib
 import dataclasses
+import difflib
 import inspect
 import json
 import os
+import re
 import shutil
 import sys
 import textwrap
@@ -61,6 +63,35 @@ def _field_docs() -> dict[str, str]:
     return docs
 
 
+_FIELD_VALUE = re.compile(r"``(\w+)=\"?([^`\"]*)\"?``")
+_LITERAL = re.compile(r"``(\"?)([^`\"]*)\"?``")
+
+
+def help_from_docstring(text: str, optional_bool: bool = False) -> str:
+    """A ``GGROConfig`` field docstring as plain help text: reST literals unquoted, field names
+    as the flags a user types (``nudge_selection="sample"`` -> --nudge-selection sample), and for
+    a true/false/auto flag "None" said as "auto"."""
+    names = set(config_field_names())
+
+    def field_value(m: re.Match[str]) -> str:
+        name, value = m.group(1), m.group(2)
+        return f"{_flag(name)} {value}" if name in names else m.group(0).strip("`")
+
+    def literal(m: re.Match[str]) -> str:  # a quoted literal is a value; a bare field name, its flag
+        quoted, word = m.group(1), m.group(2)
+        head, _, rest = word.partition(" ")
+        return _flag(head) + (" " + rest if rest else "") if head in names and not quoted else word
+
+    text = _LITERAL.sub(literal, _FIELD_VALUE.sub(field_value, text))
+    if optional_bool:
+        text = re.sub(r"\bNone\b", "auto", text)
+    return text
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def _parse_bool_or_auto(text: str) -> bool | None:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -77,15 +108,16 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(GGROConfig)
     docs = _field_docs()
     defaults = GGROConfig()
-    group = parser.add_argument_group("GGRO options (GGROConfig fields; see docs/config.md)")
+    group = parser.add_argument_group("GGRO options (one per GGROConfig field)")
     for field in dataclasses.fields(GGROConfig):
         if field.name not in config_field_names():
             continue
         hint = hints[field.name]
         origin, args = typing.get_origin(hint), typing.get_args(hint)
         default = getattr(defaults, field.name)
-        flag = "--" + field.name.replace("_", "-")
-        help_text = docs.get(field.name, "").replace("%", "%%")
+        flag = _flag(field.name)
+        optional_bool = set(args) == {bool, type(None)}
+        help_text = help_from_docstring(docs.get(field.name, ""), optional_bool).replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": field.name, "default": None}
         if origin is typing.Literal:
             kwargs["choices"] = list(args)
@@ -110,7 +142,12 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             help_text += " Repeat the flag for several."
         else:  # a field type this generator does not know: fail loudly in development, not silently.
             raise TypeError(f"cli: no flag type for GGROConfig.{field.name}: {hint}")
-        shown = "none" if default in (None, ()) else default
+        if optional_bool and default is None:
+            shown: Any = "auto"
+        elif isinstance(default, bool):
+            shown = str(default).lower()
+        else:
+            shown = "none" if default in (None, ()) else default
         if field.name in DEFAULT_POLICY_SETTINGS:
             shown = f"{default}; {DEFAULT_POLICY_SETTINGS[field.name]} with --model default"
         group.add_argument(flag, help=f"{help_text} (default: {shown})", **kwargs)
@@ -129,13 +166,61 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 # -- parsing -----------------------------------------------------------------------------------
 
 
+PROG = "ggro"
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """Every ``--flag`` of ``parser`` and of its subcommands (what a misspelled flag is matched against)."""
+    out = []
+    for action in parser._actions:
+        out += [s for s in action.option_strings if s.startswith("--")]
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                out += _option_strings(sub)
+    return list(dict.fromkeys(out))
+
+
+def _did_you_mean(word: str, candidates: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def unrecognized_message(extras: Sequence[str], candidates: Sequence[str]) -> str:
+    """argparse's "unrecognized arguments" with a did-you-mean after each misspelled flag."""
+    words = []
+    for word in extras:
+        flag = word.split("=", 1)[0]
+        words.append(word + (_did_you_mean(flag, candidates) if flag.startswith("--") else ""))
+    return "unrecognized arguments: " + " ".join(words)
+
+
+_INVALID_CHOICE = re.compile(r"invalid choice: '(?P<word>[^']*)' \(choose from (?P<choices>.*)\)$")
+
+
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> typing.NoReturn:  # one line plus a pointer to --help
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+    """Errors as one line, ``ggro: error: ...``, for the command and its subcommands alike,
+    with a did-you-mean for misspelled flags and choices and a pointer to the right ``--help``."""
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def, override]
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:  # what argparse rejects as "unrecognized arguments", said with suggestions
+            command = getattr(namespace, "command", None)
+            self._help_prog = f"{self.prog} {command}" if command else self.prog
+            self.error(unrecognized_message(extras, _option_strings(self)))
+        return namespace
+
+    def error(self, message: str) -> typing.NoReturn:
+        match = _INVALID_CHOICE.search(message)
+        if match:
+            choices = re.findall(r"'([^']*)'", match["choices"])
+            close = difflib.get_close_matches(match["word"], choices, n=1, cutoff=0.6)
+            message += f"; did you mean {close[0]!r}?" if close else ""
+        help_prog = getattr(self, "_help_prog", self.prog)
+        self.exit(2, f"{PROG}: error: {message} (see `{help_prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ggro", description="GGRO: gradient-guided reward optimization at decoding time.")
+    parser = _Parser(prog=PROG, description="GGRO: gradient-guided reward optimization at decoding time.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
@@ -145,7 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate with GGRO on the embedded default model or any Hugging Face causal LM.",
     )
     gen.add_argument("prompt", nargs="?", help="the prompt ('-' reads it from stdin)")
-    gen.add_argument("--file", metavar="PROMPTS.jsonl", help="run every prompt of a JSONL file (see docs/cli.md)")
+    gen.add_argument(
+        "--file",
+        metavar="PROMPTS.jsonl",
+        help='run every prompt of a JSONL file: one JSON string, {"prompt": ...} or {"messages": [...]} per line',
+    )
     gen.add_argument("--output", "-o", metavar="PATH", help="with --file: write JSONL results here (default: stdout)")
     gen.add_argument("--model", default="default", help="policy: 'default' (SmolLM2-135M-Instruct, the default), a hub id or a path")
     gen.add_argument("--reward-model", default="default", help="reward model: a registered name ('default'), a hub id or a path")
@@ -366,11 +455,11 @@ def _quiet_loading(model: str) -> Iterator[None]:
 
 
 def _build(args: argparse.Namespace) -> Any:
+    overrides = config_overrides(args)  # build_decoder adds the measured settings for --model default
+    # Validate the config before importing torch or loading any model: a typo should cost neither.
+    GGROConfig().replace(**overrides)
     from .factory import build_decoder
 
-    overrides = config_overrides(args)  # build_decoder adds the measured settings for --model default
-    # Validate the config before loading any model: a typo should not cost a model load.
-    GGROConfig().replace(**overrides)
     started = time.perf_counter()
     with _quiet_loading(args.model):
         decoder = build_decoder(

@@ -163,7 +163,7 @@ def _fail(capsys: pytest.CaptureFixture[str], *args: str) -> str:
         raise SystemExit(code)
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.startswith("ggro") and ": error: " in err
+    assert "Traceback" not in err and err.startswith("ggro: error: ")  # one prefix, subcommands too
     assert len(err.strip().splitlines()) == 1
     return err
 
@@ -193,6 +193,27 @@ def _fail(capsys: pytest.CaptureFixture[str], *args: str) -> str:
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, args, message):
     assert message in _fail(capsys, *args)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["generate", "hi", "--entropy-treshold", "2"], "--entropy-treshold (did you mean --entropy-threshold?)"),
+        (["generate", "hi", "--max-new-tokes=9"], "--max-new-tokes=9 (did you mean --max-new-tokens?)"),
+        (["generate", "hi", "--nudge-selection", "sampel"], "did you mean 'sample'?"),
+        (["generat", "hi"], "did you mean 'generate'?"),
+    ],
+)
+def test_misspellings_get_a_suggestion(capsys, args, message):
+    err = _fail(capsys, *args)
+    assert message in err
+    if args[0] == "generate":
+        assert "(see `ggro generate --help`)" in err  # the flags live in the subcommand's help
+
+
+def test_no_suggestion_when_nothing_is_close(capsys):
+    err = _fail(capsys, "generate", "hi", "--bogus-flag")
+    assert "unrecognized arguments: --bogus-flag (see" in err and "did you mean" not in err
 
 
 def test_bad_prompt_files(capsys, tmp_path):
@@ -254,6 +275,11 @@ def test_help_documents_config_fields():
     for name in config_field_names():
         assert "--" + name.replace("_", "-") in help_text
     assert "Entropy (nats)" in help_text  # the field's own docstring
+    assert "``" not in help_text  # reST literals are docstring markup, not help text
+    flat = " ".join(help_text.split())
+    assert "when --nudge-selection sample" in flat  # a field name reads as the flag to type
+    assert "chat template: auto = when the tokenizer has one. (default: auto)" in flat
+    assert "docs/" not in help_text  # no paths that an installed copy does not have
 
 
 def test_parse_compare():

@@ -15,12 +15,14 @@ import difflib
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from ..config import GGROConfig, config_field_names
 from ..conversation import Conversation
 from ..errors import ConfigError
-from ..rewards.base import RewardModel
+
+if TYPE_CHECKING:  # imported where used: the CLI reads STRATEGIES from here without importing torch
+    from ..rewards.base import RewardModel
 
 Strategy = Literal["ggro", "greedy", "best_of_n"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -179,6 +181,8 @@ class PreparedCall(CallSettings):
 
 def reward_label(spec: Any) -> Any:
     """A JSON-friendly name for a reward-model spec (instances by their name)."""
+    from ..rewards.base import RewardModel
+
     if isinstance(spec, RewardModel):
         return spec.name
     if isinstance(spec, Mapping):
