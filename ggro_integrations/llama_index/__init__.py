@@ -14,7 +14,8 @@ except ImportError as exc:  # pragma: no cover - exercised in a test that hides 
         f'{exc}. Install it with: pip install "ggro-integrations[llama-index]"'
     ) from exc
 
+from .embeddings import MiniLMEmbedding
 from .events import DISPATCHER_NAME, GGROInterventionEvent
 from .llm import GGROLLM
 
-__all__ = ["DISPATCHER_NAME", "GGROLLM", "GGROInterventionEvent"]
+__all__ = ["DISPATCHER_NAME", "GGROLLM", "GGROInterventionEvent", "MiniLMEmbedding"]

