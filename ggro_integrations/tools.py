@@ -243,3 +243,35 @@ def tool_choice_instruction(tool_choice: Any, tool_names: Sequence[str]) -> str 
             raise ConfigError(f"tool_choice={tool_choice!r} names no bound tool; bound tools are {sorted(tool_names)}.")
         return f"Answer by calling the function {tool_choice!r}."
     raise ConfigError(f"tool_choice must be 'auto', 'none', 'any', a tool name or a dict; got {tool_choice!r}.")
+
+
+CALL_OPENING = "<tool_call>"
+"""Where a Hermes tool call starts in the response text (the format the grammar enforces)."""
+
+
+class ToolCallHoldback:
+    """Streams the text before a tool call: nothing from ``<tool_call>`` on, not even a partial tag, and
+    trailing whitespace only once more text follows (the parsed content ends without it)."""
+
+    def __init__(self) -> None:
+        self.shown = ""
+
+    def update(self, text: str, *, final: bool) -> tuple[str, str]:
+        """``(visible text so far, newly visible text)`` given the cumulative response ``text``."""
+        cut = text.find(CALL_OPENING)
+        opened = cut >= 0
+        if not opened:
+            cut = len(text)
+            if not final:
+                # Hold back a tail that may still grow into the opening tag.
+                for k in range(min(len(CALL_OPENING) - 1, len(text)), 0, -1):
+                    if text.endswith(CALL_OPENING[:k]):
+                        cut = len(text) - k
+                        break
+                cut = len(text[:cut].rstrip())  # trailing space is dropped if a call follows
+        visible = text[:cut].rstrip() if opened or final else text[:cut]
+        if not visible.startswith(self.shown):
+            visible = self.shown  # never take back what was shown
+        new = visible[len(self.shown) :]
+        self.shown = visible
+        return visible, new

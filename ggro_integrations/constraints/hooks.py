@@ -10,6 +10,9 @@ transformers ``LogitsProcessor``s passed per call, both, or neither::
     hooks.advance(token)                  # the token actually appended
     twin = hooks.fork()                   # a GGRO candidate branching off this row
 
+Near the token budget a ``BudgetCloser`` (``closing.py``), when given, leaves only the token of
+the shortest way it finds to close the output (also reported by ``forced_token``).
+
 Order inside ``__call__``: grammar mask, then the processors (so a top-k / top-p warper among
 them sees only allowed tokens), then the mask again (a processor that rewrites scores cannot
 resurrect a token the grammar forbids; the second pass reuses the cached mask).
@@ -28,6 +31,7 @@ from collections.abc import Callable, Collection, Sequence
 import torch
 
 from ..errors import ConfigError, GrammarError
+from .closing import BudgetCloser
 from .grammar import Grammar, GrammarState
 
 Processor = Callable[[torch.LongTensor, torch.FloatTensor], torch.FloatTensor]
@@ -36,7 +40,7 @@ Processor = Callable[[torch.LongTensor, torch.FloatTensor], torch.FloatTensor]
 class LogitsHooks:
     """A row's grammar state (optional) and logits processors (optional) behind one interface."""
 
-    __slots__ = ("_ids", "processors", "state")
+    __slots__ = ("_ids", "closer", "processors", "state")
 
     def __init__(
         self,
@@ -44,12 +48,15 @@ class LogitsHooks:
         processors: Sequence[Processor] | None = None,
         *,
         prompt_ids: Sequence[int] | torch.Tensor = (),
+        closer: BudgetCloser | None = None,
     ) -> None:
         if grammar is not None and not isinstance(grammar, (Grammar, GrammarState)):
             raise ConfigError(
                 f"grammar must be a Grammar (or a GrammarState to continue from); got {type(grammar).__name__}."
             )
         self.state: GrammarState | None = grammar.start() if isinstance(grammar, Grammar) else grammar
+        self.closer = closer if self.state is not None else None
+        """Forces the closing path near the token budget (``closing.py``); None: never."""
         procs = list(processors or ())
         for i, proc in enumerate(procs):
             if not callable(proc):
@@ -81,6 +88,12 @@ class LogitsHooks:
             raise ConfigError(f"LogitsHooks works on one row: scores must be [vocab] or [1, vocab]; got {tuple(scores.shape)}.")
         if self.state is not None:
             self.state.mask_(row)
+            closing = self._closing_token()
+            if closing is not None:
+                keep = row[0, closing].clone()
+                row.fill_(float("-inf"))
+                row[0, closing] = keep
+                return row.squeeze(0) if squeeze else row
         if self.processors:
             input_ids = torch.tensor([self._ids], dtype=torch.long, device=row.device)
             for proc in self.processors:
@@ -115,12 +128,20 @@ class LogitsHooks:
 
     def forced_token(self) -> int | None:
         """The only token the grammar allows next, or None (also None without a grammar)."""
-        return None if self.state is None else self.state.forced_token()
+        if self.state is None:
+            return None
+        closing = self._closing_token()
+        return closing if closing is not None else self.state.forced_token()
+
+    def _closing_token(self) -> int | None:
+        return None if self.closer is None or self.state is None else self.closer.token(self.state)
 
     def advance(self, token_id: int) -> None:
         """Record the token appended to this row (raises GrammarViolationError if the grammar forbids it)."""
         if self.state is not None:
             self.state.advance(token_id)
+            if self.closer is not None:
+                self.closer.advanced(int(token_id))
         if self.processors:
             self._ids.append(int(token_id))
 
@@ -129,6 +150,7 @@ class LogitsHooks:
         twin = LogitsHooks.__new__(LogitsHooks)
         twin.state = None if self.state is None else self.state.fork()
         twin.processors = self.processors
+        twin.closer = None if self.closer is None else self.closer.fork()
         twin._ids = list(self._ids)
         return twin
 

@@ -73,8 +73,13 @@ class Generation:
         self.hooks = None  # the grammar / logits-processor state at prompt ⊕ committed
         if call.grammar is not None or call.logits_processors:
             from ..constraints import LogitsHooks
+            from ..constraints.closing import BudgetCloser, preference_order
 
-            self.hooks = LogitsHooks(call.grammar, call.logits_processors, prompt_ids=call.prompt_ids)
+            closer = None
+            if call.grammar is not None:  # close the output before the budget runs out (closing.py)
+                order = preference_order(self.tokenizer, call.grammar.vocab_size)
+                closer = BudgetCloser(order, cfg.max_new_tokens)
+            self.hooks = LogitsHooks(call.grammar, call.logits_processors, prompt_ids=call.prompt_ids, closer=closer)
 
     @property
     def committed(self) -> list[int]:

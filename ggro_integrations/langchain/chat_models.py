@@ -15,14 +15,15 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import model_validator
+from pydantic import BaseModel, model_validator
 
 from ..decoding import CallOptions, GGROResult, PreparedCall
 from ..errors import ConfigError
-from ..tools import ParsedToolCalls, parse_tool_calls, supports_tools, tool_choice_instruction
+from ..tools import ParsedToolCalls, ToolCallHoldback, parse_tool_calls, supports_tools
 from ._base import GGROFields, result_metadata
 from ._runs import async_emitter, sync_emitter
 from .messages import to_chat_messages, tool_schema_names
+from .structured import structured_output
 
 ToolLike = dict[str, Any] | type | Callable[..., Any] | BaseTool
 
@@ -42,10 +43,10 @@ class ChatGGRO(GGROFields, BaseChatModel):
     """
 
     _ls_model_type: ClassVar[str] = "chat"
-    _langchain_kwargs: ClassVar[tuple[str, ...]] = (*GGROFields._langchain_kwargs, "tool_choice")
+    _langchain_kwargs: ClassVar[tuple[str, ...]] = (*GGROFields._langchain_kwargs, "ls_structured_output_format")
 
-    disable_streaming: bool | Literal["tool_calling"] = "tool_calling"
-    """With tools bound, ``stream()`` returns one chunk: a tool call is only known once the output is complete."""
+    disable_streaming: bool | Literal["tool_calling"] = False
+    """With tools bound, ``stream()`` streams the text before a tool call; each call arrives whole, as a tool call chunk."""
 
     @classmethod
     def from_model_id(cls, model_id: str = "default", reward_model: Any = "default", **kwargs: Any) -> ChatGGRO:
@@ -63,22 +64,67 @@ class ChatGGRO(GGROFields, BaseChatModel):
         tools: Sequence[ToolLike],
         *,
         tool_choice: dict[str, Any] | str | bool | None = None,
+        parallel_tool_calls: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
-        """Offer ``tools`` to the policy through its chat template; calls come back as ``AIMessage.tool_calls``.
+        """Offer ``tools`` to the policy; its calls come back as ``AIMessage.tool_calls``, grammar-constrained.
 
-        ``tool_choice`` ("auto", "none", "any"/"required" or a tool name) is honoured by
-        instruction: a local policy cannot be forced to call a tool.
+        ``tool_choice``: ``"auto"`` (default: the model answers in text or opens a call; once it
+        opens one, the call's name and arguments follow the tools' schemas), ``"any"`` /
+        ``"required"`` / ``True`` (a call is forced), a tool name or ``{"type": "function",
+        "function": {"name": ...}}`` (a call to that tool is forced), ``"none"`` / ``False`` (no
+        call). ``parallel_tool_calls=True`` allows several calls in one response (default off:
+        small models repeat their call). Every tool schema is compiled here: a schema the grammar
+        cannot enforce raises ``UnsupportedSchemaError`` naming the keyword, now, not at the first call.
         """
         self._check_tool_support(
             f"the chat template of policy {self.model_id!r} does not render tools, so bound tools would be "
             "silently ignored"
         )
-        formatted = [convert_to_openai_tool(t) for t in tools]
-        tool_choice_instruction(tool_choice, tool_schema_names(formatted))  # validate now, not at the first call
+        formatted: list[dict[str, Any]] = []
+        for t in tools:  # a tool given twice (a pydantic class and its schema) is offered once
+            schema = convert_to_openai_tool(t)
+            if _untitled(schema) not in [_untitled(f) for f in formatted]:
+                formatted.append(schema)
+        bound: dict[str, Any] = {"tools": formatted}
         if tool_choice is not None:
-            kwargs["tool_choice"] = tool_choice
-        return super().bind(tools=formatted, **kwargs)
+            bound["tool_choice"] = tool_choice
+        if parallel_tool_calls is not None:
+            bound["parallel_tool_calls"] = parallel_tool_calls
+        self._settle({**kwargs, **bound})  # compiles the tool-call grammar: bad schemas and choices fail here
+        return super().bind(**bound, **kwargs)
+
+    def with_structured_output(  # type: ignore[override]
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        method: Literal["json_schema", "function_calling", "json_mode"] = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """A runnable returning ``schema`` instances (pydantic) or dicts (TypedDict, JSON schema), always schema-valid.
+
+        ``method``: ``"json_schema"`` (default: the response is exactly one JSON value valid under
+        the schema, enforced token by token), ``"function_calling"`` (a call to a tool whose
+        parameters are the schema, forced and constrained the same way) or ``"json_mode"`` (any
+        JSON object; say in the prompt which keys you want). ``include_raw=True`` returns
+        ``{"raw", "parsed", "parsing_error"}``. An unsupported schema keyword raises
+        ``UnsupportedSchemaError`` naming it, here. ``strict`` is accepted for compatibility: the
+        output is always constrained (objects that declare properties are closed).
+        """
+        if kwargs:
+            raise ConfigError(
+                f"with_structured_output got unsupported argument(s) {sorted(kwargs)}; it takes schema, method, "
+                "include_raw and strict."
+            )
+        del strict  # always strict: the grammar enforces the schema
+        return structured_output(self, schema, method=method, include_raw=include_raw)
+
+    def _settle(self, kwargs: dict[str, Any]) -> None:
+        """Validate (and compile) a binding's options against the decoder, before any call."""
+        assert self.decoder is not None
+        self.decoder.settle(self._options(None, kwargs))
 
     def _check_tool_support(self, problem: str) -> None:
         assert self.decoder is not None
@@ -104,8 +150,8 @@ class ChatGGRO(GGROFields, BaseChatModel):
             text_inputs=True,
             image_inputs=False,
             tool_calling=supports_tools(self.decoder.tokenizer),
-            tool_choice=False,  # honoured by instruction only: a local policy cannot be forced to call
-            structured_output=False,  # through tool calling, not a native mode
+            tool_choice=supports_tools(self.decoder.tokenizer),  # forced by the grammar
+            structured_output=True,  # a JSON-schema grammar: works without a tool template
         )
         if self.decoder.context_window is not None:
             profile["max_input_tokens"] = self.decoder.context_window
@@ -114,20 +160,13 @@ class ChatGGRO(GGROFields, BaseChatModel):
     def _prepare_chat(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
     ) -> PreparedCall:
-        """The validated call for ``messages``: bound tools rendered, ``tool_choice`` as an instruction."""
+        """The validated call for ``messages``: bound tools rendered, their calls constrained by the core."""
         conversation = to_chat_messages(messages)
         tools = [convert_to_openai_tool(t) for t in kwargs.get("tools") or ()]
-        tool_choice = kwargs.get("tool_choice")
         if tools:
             self._check_tool_support(
                 f"tools were passed but policy {self.model_id!r}'s chat template cannot render them"
             )
-            if tool_choice == "none":
-                tools = []
-            else:
-                instruction = tool_choice_instruction(tool_choice, tool_schema_names(tools))
-                if instruction:
-                    conversation = _with_instruction(conversation, instruction)
         return self._prepare(conversation, stop, {**kwargs, "tools": tools or None})
 
     # -- results ----------------------------------------------------------------------------
@@ -158,9 +197,11 @@ class ChatGGRO(GGROFields, BaseChatModel):
         message = AIMessage(**fields)
         return ChatResult(generations=[ChatGeneration(message=message, generation_info=fields["response_metadata"])])
 
-    def _final_chunk(self, result: GGROResult, call: PreparedCall, streamed_text: bool) -> ChatGenerationChunk:
+    def _final_chunk(self, result: GGROResult, call: PreparedCall, streamed: str) -> ChatGenerationChunk:
+        """The last chunk: what of the content was not streamed yet, usage, and each tool call whole."""
         fields = self._message_fields(result, call)
-        content = "" if streamed_text else fields["content"]
+        content = fields["content"]
+        content = content[len(streamed) :] if content.startswith(streamed) else ""
         chunks = [
             {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i, "type": "tool_call_chunk"}
             for i, c in enumerate(fields["tool_calls"])
@@ -207,15 +248,14 @@ class ChatGGRO(GGROFields, BaseChatModel):
         # LangChain calls on_llm_new_token for chat chunks itself; we only emit interventions.
         call = self._prepare_chat(messages, stop, kwargs)
         emit = sync_emitter(self, run_manager)
-        if call.tools:  # a tool call is known only once complete: one chunk (events still stream)
-            yield self._final_chunk(self._decode(call, emit), call, streamed_text=False)
-            return
         assert self.decoder is not None
         stream = self.decoder.stream(call)
+        visible = _Visible(bool(call.tools))
         for text in self._texts(stream, emit):
-            yield ChatGenerationChunk(message=AIMessageChunk(content=text))
+            if piece := visible.add(text):
+                yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
         assert stream.result is not None
-        yield self._final_chunk(stream.result, call, streamed_text=True)
+        yield self._final_chunk(stream.result, call, streamed=visible.shown)
 
     async def _astream(
         self,
@@ -226,15 +266,14 @@ class ChatGGRO(GGROFields, BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         call = await asyncio.to_thread(self._prepare_chat, messages, stop, kwargs)  # may load a reward model
         emit = async_emitter(self, run_manager)
-        if call.tools:
-            yield self._final_chunk(await self._adecode(call, emit), call, streamed_text=False)
-            return
         assert self.decoder is not None
         stream = self.decoder.stream(call)
+        visible = _Visible(bool(call.tools))
         async for text in self._atexts(stream, emit):
-            yield ChatGenerationChunk(message=AIMessageChunk(content=text))
+            if piece := visible.add(text):
+                yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
         assert stream.result is not None
-        yield self._final_chunk(stream.result, call, streamed_text=True)
+        yield self._final_chunk(stream.result, call, streamed=visible.shown)
 
     # stream_events/astream_events(version="v3") open the model run themselves (and pass its run
     # manager to _stream) without going through invoke/stream: read the chain-level config here.
@@ -275,8 +314,27 @@ class ChatGGRO(GGROFields, BaseChatModel):
         return len(self.decoder.prompt_ids(to_chat_messages(messages), options))
 
 
-def _with_instruction(conversation: list[dict[str, Any]], instruction: str) -> list[dict[str, Any]]:
-    if conversation and conversation[0]["role"] == "system":
-        first = dict(conversation[0], content=f"{conversation[0]['content']}\n\n{instruction}")
-        return [first, *conversation[1:]]
-    return [{"role": "system", "content": instruction}, *conversation]
+def _untitled(schema: Any) -> Any:
+    """``schema`` without ``title`` annotations (pydantic adds them to a model's schema, not to the model's tool)."""
+    if isinstance(schema, dict):
+        return {k: _untitled(v) for k, v in schema.items() if not (k == "title" and isinstance(v, str))}
+    if isinstance(schema, list):
+        return [_untitled(v) for v in schema]
+    return schema
+
+
+class _Visible:
+    """The streamed text: everything, or with tools bound only the text before a tool call opens."""
+
+    def __init__(self, tools: bool) -> None:
+        self.holdback = ToolCallHoldback() if tools else None
+        self.text = ""
+        self.shown = ""
+
+    def add(self, piece: str) -> str:
+        self.text += piece
+        if self.holdback is None:
+            self.shown = self.text
+            return piece
+        self.shown, new = self.holdback.update(self.text, final=False)
+        return new

@@ -9,12 +9,13 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole, TextBlock
 from llama_index.core.llms.llm import ToolSelection
 
 from ..errors import PromptError
+from ..tools import CALL_OPENING, ToolCallHoldback
+
+__all__ = ["CALL_OPENING", "ToolCallHoldback", "to_conversation", "tool_selections"]
 
 # LlamaIndex roles the chat templates of HF models do not know.
 _ROLE_ALIASES = {MessageRole.CHATBOT.value: "assistant", MessageRole.MODEL.value: "assistant"}
 
-CALL_OPENING = "<tool_call>"
-"""Where a Hermes tool call starts in the response text (the format the grammar enforces)."""
 
 
 def to_conversation(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
@@ -70,29 +71,3 @@ def tool_selections(message: ChatMessage) -> list[ToolSelection]:
         for b in message.blocks
         if isinstance(b, ToolCallBlock)
     ]
-
-
-class ToolCallHoldback:
-    """Streams the text before a tool call: nothing from ``<tool_call>`` on, not even a partial tag."""
-
-    def __init__(self) -> None:
-        self.shown = ""
-
-    def update(self, text: str, *, final: bool) -> tuple[str, str]:
-        """``(visible text so far, newly visible text)`` given the cumulative response ``text``."""
-        cut = text.find(CALL_OPENING)
-        opened = cut >= 0
-        if not opened:
-            cut = len(text)
-            if not final:
-                # Hold back a tail that may still grow into the opening tag.
-                for k in range(min(len(CALL_OPENING) - 1, len(text)), 0, -1):
-                    if text.endswith(CALL_OPENING[:k]):
-                        cut = len(text) - k
-                        break
-        visible = text[:cut].rstrip() if opened or final else text[:cut]
-        if not visible.startswith(self.shown):
-            visible = self.shown  # never take back what was shown
-        new = visible[len(self.shown) :]
-        self.shown = visible
-        return visible, new

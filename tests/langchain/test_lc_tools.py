@@ -90,19 +90,6 @@ def test_bind_tools_round_trip(scripted):
     assert merged.usage_metadata["output_tokens"] > 0
 
 
-def test_tool_choice(scripted):
-    decoder = scripted(lambda prompt: "ok")
-    chat = ChatGGRO(decoder=decoder)
-    chat.bind_tools([add], tool_choice="add").invoke("hi")
-    assert "Answer by calling the function 'add'." in decoder.model.prompts[-1]
-    chat.bind_tools([add], tool_choice="any").invoke("hi")
-    assert "Answer by calling one of the provided functions." in decoder.model.prompts[-1]
-    chat.bind_tools([add], tool_choice="none").invoke("hi")
-    assert "<tools>" not in decoder.model.prompts[-1]
-    with pytest.raises(ConfigError, match="names no bound tool"):
-        chat.bind_tools([add], tool_choice="multiply")
-
-
 def test_structured_output_through_tool_calling(scripted):
     class Sum(BaseModel):
         """The sum of two numbers."""
@@ -110,7 +97,9 @@ def test_structured_output_through_tool_calling(scripted):
         total: int
 
     decoder = scripted(lambda prompt: '<tool_call>\n{"name": "Sum", "arguments": {"total": 5}}\n</tool_call>')
-    assert ChatGGRO(decoder=decoder).with_structured_output(Sum).invoke("2+3?") == Sum(total=5)
+    structured = ChatGGRO(decoder=decoder).with_structured_output(Sum, method="function_calling")
+    assert structured.invoke("2+3?") == Sum(total=5)
+    assert '"name": "Sum"' in decoder.model.prompts[-1]  # offered as a tool
 
 
 def test_policy_without_tool_template_gets_a_clear_error(tiny_parts):

@@ -100,7 +100,7 @@ def test_streamed_text_never_shows_call_markup(llm):
     assert all(not llm.get_tool_calls_from_response(c, error_on_no_tool_call=False) for c in chunks[:-1])
 
 
-@pytest.mark.parametrize("text,final,expected", [("Hi <tool", False, "Hi "), ("Hi <tool_call>\n{", False, "Hi"), ("Hi <to", True, "Hi <to")])
+@pytest.mark.parametrize("text,final,expected", [("Hi <tool", False, "Hi"), ("Hi there", False, "Hi there"), ("Hi ", False, "Hi"), ("Hi <tool_call>\n{", False, "Hi"), ("Hi <to", True, "Hi <to")])
 def test_holdback_of_a_partial_tag(text, final, expected):
     assert ToolCallHoldback().update(text, final=final)[0] == expected
 
