@@ -60,6 +60,14 @@ class PolicyUsage:
     """Forward calls (or requests) on the policy; a batched call counts once."""
     tokens_processed: int = 0
     """Input positions the policy computed, prompt included (batch rows count separately)."""
+    prompt_tokens_cached: int = 0
+    """Request prompt tokens a serving engine took from its prefix cache (0 in process)."""
+    prompt_tokens_reprocessed: int = 0
+    """Request prompt tokens a serving engine computed again (its prefix-cache misses; 0 in process)."""
+    tokens_generated: int = 0
+    """Tokens a serving engine sent back, including those past where a row ended (0 in process)."""
+    requests_aborted: int = 0
+    """Requests closed before the engine finished them (their result was no longer needed)."""
 
 
 class PolicySession(ABC):
@@ -103,6 +111,11 @@ class PolicyBackend(ABC):
 
     tokenizer: Any
     """The policy's tokenizer (always local: chat templates, stops and rewards read its ids)."""
+    supports_constraints: bool = True
+    """Whether calls may carry a grammar (tools, structured output) or logits processors."""
+    concurrent_sessions: bool = False
+    """Whether concurrent generations run concurrently here (a serving engine batches them); in process
+    they share one model, so front doors decode a batch's prompts one after another."""
 
     @property
     @abstractmethod

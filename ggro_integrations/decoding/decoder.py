@@ -103,6 +103,11 @@ class GGRODecoder:
         Adapters call this at construction so bad settings fail there.
         """
         opts = CallOptions.parse(kwargs, where="GGRODecoder").over(options or CallOptions())
+        if not self.backend.supports_constraints and (opts.tools or opts.grammar is not None or opts.logits_processors):
+            what = "tools" if opts.tools else "grammar" if opts.grammar is not None else "logits_processors"
+            raise ConfigError(f"{what}= is not supported on {type(self.backend).__name__} ({self.backend.name}): "
+                              "it decodes with the engine's top-N log-probabilities, and a grammar or logits "
+                              "processor needs the full logits at every step. Use the in-process backend for it.")
         config = self.config.replace(**opts.config)
         reward = self.resolve_reward_model(opts.reward_model)
         tools = list(opts.tools) if opts.tools else None

@@ -146,12 +146,16 @@ class Generation:
         if reward is None and self.reward is not None:
             reward = self._final_reward()
         usage = self.reward.usage if self.reward else RewardUsage()
+        self.policy.close()  # nothing decodes after this; a server session counts the requests it closes
         policy = self.policy.usage
         stats = GGROStats(
             prompt_tokens=len(self.call.prompt_ids),
             new_tokens=len(self.committed),
             policy_forward_passes=policy.forward_passes,
             policy_tokens_processed=policy.tokens_processed,
+            policy_prompt_tokens_cached=policy.prompt_tokens_cached,
+            policy_prompt_tokens_reprocessed=policy.prompt_tokens_reprocessed,
+            policy_requests_aborted=policy.requests_aborted,
             reward_calls=usage.forward_calls,
             reward_sequences_scored=usage.sequences_scored,
             reward_tokens_processed=usage.tokens_processed,

@@ -22,6 +22,12 @@ class GGROStats:
     """Forward calls on the policy (a batched call counts once)."""
     policy_tokens_processed: int = 0
     """Policy input positions computed, prompt prefill included (batch rows count separately)."""
+    policy_prompt_tokens_cached: int = 0
+    """Prompt tokens of the policy's requests a serving engine took from its prefix cache (0 in process)."""
+    policy_prompt_tokens_reprocessed: int = 0
+    """Prompt tokens of the policy's requests a serving engine computed again (0 in process)."""
+    policy_requests_aborted: int = 0
+    """Policy requests aborted because their result was no longer needed (server backends)."""
     reward_calls: int = 0
     """Forward calls on the reward model."""
     reward_sequences_scored: int = 0

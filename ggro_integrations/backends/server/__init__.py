@@ -4,6 +4,7 @@ Needs ``httpx`` (``pip install "ggro-integrations[server]"``). The reward model 
 in-process; only the policy's decoding goes over HTTP.
 """
 
+from .backend import ServerBackend, ServerNextToken
 from .client import AsyncServerClient, CompletionStream, RequestCancelled, RetryPolicy, ServerClient
 from .dialects import ENGINES
 from .entropy import TopNEntropy, entropy_bounds, topn_entropy
@@ -33,11 +34,13 @@ __all__ = [
     "Position",
     "RequestCancelled",
     "RetryPolicy",
+    "ServerBackend",
     "ServerClient",
     "ServerDisconnectedError",
     "ServerError",
     "ServerInfo",
     "ServerInternalError",
+    "ServerNextToken",
     "ServerRequestError",
     "ServerTimeoutError",
     "ServerUnreachableError",

@@ -497,6 +497,26 @@ class CompletionStream:
             )
         self._done = True
 
+    @property
+    def request(self) -> CompletionRequest:
+        return self._request
+
+    @property
+    def received(self) -> int:
+        """Positions delivered so far."""
+        return len(self._positions)
+
+    @property
+    def finished(self) -> bool:
+        """True once the engine's response ended (a finish reason arrived)."""
+        return self._done
+
+    @property
+    def prompt_accounting(self) -> tuple[int | None, int | None]:
+        """``(prompt tokens, of which taken from the prefix cache)`` as far as the engine has said so far
+        (llama-server says it in every chunk; vLLM and SGLang only at the end)."""
+        return self._state.prompt_tokens, self._state.cached_prompt_tokens
+
     def result(self) -> CompletionResult:
         if not self._done:
             raise RuntimeError("the stream has not finished: iterate it to the end before calling result().")

@@ -141,6 +141,9 @@ class LlamaCppDialect(Dialect):
             "return_tokens": True,
             "stream": stream,
         }
+        if stream:
+            # prompt_n / cache_n in every chunk, so a stream closed early still says what it cost
+            body["timings_per_token"] = True
         if request.seed is not None:
             body["seed"] = request.seed
         return body
@@ -238,6 +241,7 @@ class LlamaCppDialect(Dialect):
             )
         if body.get("stop") is True:
             state.finish_reason = self._finish(body)
+        if body.get("stop") is True or body.get("timings"):
             state.prompt_tokens, state.cached_prompt_tokens, state.timings = self._accounting(body)
         return positions
 
