@@ -90,3 +90,5 @@ def test_python_block_runs_as_written(index, default_model_available, capsys, mo
     with capsys.disabled():
         print(f"\nREADME python block {index + 1}: {time.perf_counter() - started:.1f} s\n{out}")
     assert out.strip(), "every block prints what it shows"
+    if ".bind_tools(" in PYTHON[index]:
+        assert "'name': 'get_weather'" in out, "the tools snippet makes the tool call it shows"
