@@ -252,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--json", action="store_true", help="print one JSON object with every result and event")
     gen.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     _add_config_flags(gen)
+    # `ggro eval ...` is handed to the evaluation command whole (main() below); listed here for --help.
+    commands.add_parser(
+        "eval",
+        add_help=False,
+        help="greedy, GGRO and Best-of-N on the evaluation suites, judged (see `ggro eval --help`)",
+    )
     return parser
 
 
@@ -531,6 +537,11 @@ def _run(args: argparse.Namespace, items: list[dict[str, Any]], compare: list[tu
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ggro`` console script."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["eval"]:
+        from .evaluation.cli import main as evaluate
+
+        return evaluate(arguments[1:], prog=f"{PROG} eval")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -139,3 +139,17 @@ def test_command_on_tiny_models_writes_the_report_and_rebuilds_it(tmp_path):
     assert main(["--report-only", "--out", str(tmp_path)]) == 0
     rebuilt = json.loads((tmp_path / "results.json").read_text())
     assert rebuilt["summary"] == data["summary"]
+
+
+def test_ggro_eval_subcommand_runs_the_evaluation(tmp_path, capsys):
+    from ggro_integrations.cli import main as ggro
+
+    assert ggro(["eval", "--model", "tiny", "--suites", "factual", "--strategies", "greedy", "--limit", "1",
+                 "--max-new-tokens", "4", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["meta"]["argv"].startswith("ggro eval --model tiny")
+    assert [s["strategy"] for s in data["samples"]] == ["greedy"]
+    with pytest.raises(SystemExit):
+        ggro(["eval", "--strategies", "best-of-16"])  # fails before any model loads, naming the choices
+    err = capsys.readouterr().err
+    assert "ggro eval" in err and "best-of-16" in err and "ggro-parallel" in err

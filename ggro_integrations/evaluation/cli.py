@@ -1,4 +1,4 @@
-"""The evaluation command: ``python benchmarks/eval.py`` (or ``python -m ggro_integrations.evaluation``).
+"""The evaluation command: ``python benchmarks/eval.py``, ``ggro eval`` or ``python -m ggro_integrations.evaluation``.
 
     python benchmarks/eval.py --split test                   # embedded default, package defaults, 64 tokens
     python benchmarks/eval.py --split val --limit 4          # a quick look while tuning
@@ -22,7 +22,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .harness import DEFAULT_MAX_NEW_TOKENS, STRATEGIES, Sample, judge, run_evaluation, select_prompts
+from ..errors import ConfigError
+from .harness import (
+    DEFAULT_MAX_NEW_TOKENS,
+    STRATEGIES,
+    Sample,
+    judge,
+    resolve_strategies,
+    run_evaluation,
+    select_prompts,
+)
 from .judges import DEFAULT_REFUSAL_WINDOW
 from .report import markdown, summarise
 from .suites import SPLITS, SUITES, load_suite
@@ -32,9 +41,9 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str = "eval.py") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="eval.py",
+        prog=prog,
         description="Greedy, GGRO (sequential and parallel) and Best-of-N (4, 8) on the same prompts, judged.",
     )
     p.add_argument("--model", default="default", help="policy: 'default' (embedded SmolLM2), 'tiny' (random), or a hub id / path")
@@ -89,8 +98,9 @@ def write_report(out: Path, samples: list[Sample], meta: dict[str, Any], per_sui
     return summary
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "eval.py") -> int:
+    """Run the evaluation command (``prog`` names it in help and errors: ``ggro eval`` from the CLI)."""
+    args = parser(prog).parse_args(argv)
     out = args.out or Path("benchmarks/results/eval") / args.split
     out.mkdir(parents=True, exist_ok=True)
     samples_path = out / "samples.jsonl"
@@ -102,7 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_report(out, samples, meta, args.samples_in_markdown)
         print(f"report rebuilt from {len(samples)} samples: {out / 'results.md'}", file=sys.stderr)
         return 0
-    prompts = select_prompts(args.suites, args.split, args.limit)
+    try:  # bad names fail here, with the choices, before any model loads
+        resolve_strategies(args.strategies)
+        prompts = select_prompts(args.suites, args.split, args.limit)
+    except (ConfigError, ValueError) as exc:
+        parser(prog).error(str(exc))
     started = time.time()
     decoder, names = build(args.model, args.reward_model)
     load_seconds = time.time() - started
@@ -122,7 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": platform.machine(),
         "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
         "load_seconds": round(load_seconds, 1),
-        "argv": "python benchmarks/eval.py " + shlex.join(sys.argv[1:] if argv is None else list(argv)),
+        "argv": ("python benchmarks/eval.py" if prog == "eval.py" else prog)
+        + " "
+        + shlex.join(sys.argv[1:] if argv is None else list(argv)),
     }
     try:
         import torch
