@@ -243,6 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype", default=None, choices=("float32", "bfloat16", "float16", "auto"), help="weights dtype (default: the checkpoint's)"
     )
     gen.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
+    gen.add_argument(
+        "--server",
+        metavar="URL",
+        help="run the policy on a serving engine at URL (--model then names its tokenizer; the reward model stays here)",
+    )
+    gen.add_argument(
+        "--engine",
+        default=None,
+        choices=("llama.cpp", "vllm", "sglang"),
+        help="with --server: the engine's API (default: llama.cpp's llama-server)",
+    )
     gen.add_argument("--strategy", choices=STRATEGY_NAMES, default="ggro", help="main decoding strategy (default: ggro)")
     gen.add_argument(
         "--compare",
@@ -462,6 +473,8 @@ def _quiet_loading(model: str) -> Iterator[None]:
 
 def _build(args: argparse.Namespace) -> Any:
     overrides = config_overrides(args)  # build_decoder adds the measured settings for --model default
+    if args.engine and not args.server:
+        raise UsageError(f"--engine {args.engine} names the API of a server: pass --server URL with it")
     # Validate the config before importing torch or loading any model: a typo should cost neither.
     GGROConfig().replace(**overrides)
     from .factory import build_decoder
@@ -474,6 +487,8 @@ def _build(args: argparse.Namespace) -> Any:
             device=args.device,
             dtype=args.dtype,
             trust_remote_code=args.trust_remote_code,
+            server=args.server,
+            engine=args.engine or "llama.cpp",
             **overrides,
         )
     print(f"ggro: models ready in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)

@@ -73,6 +73,36 @@ class GGROFields(GGROOptionFields):
         except ValidationError as exc:
             raise _construction_error(type(self).__name__, exc) from None
 
+    @classmethod
+    def from_server(
+        cls,
+        url: str,
+        model: Any = "default",
+        reward_model: Any = "default",
+        *,
+        engine: str = "llama.cpp",
+        server_options: dict[str, Any] | None = None,
+        device: Any = None,
+        dtype: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The policy served at ``url`` (llama-server, vLLM or SGLang: ``engine``), the reward model here.
+
+        ``model`` names the served model's tokenizer, loaded locally (``"default"``: the embedded
+        default's); ``reward_model`` loads on ``device``; ``server_options`` go to ``ServerBackend``;
+        other keywords are fields and GGRO options, as for ``from_model_id``. Concurrent ``ainvoke`` /
+        ``abatch`` calls become concurrent requests the engine batches.
+
+        Example:
+            >>> chat = ChatGGRO.from_server("http://127.0.0.1:8080", max_new_tokens=64)  # doctest: +SKIP
+        """
+        from ..factory import build_decoder
+
+        decoder = build_decoder(model, reward_model, server=url, engine=engine, server_options=server_options,
+                                device=device, dtype=dtype)
+        name = model if isinstance(model, str) else decoder.backend.name
+        return cls(decoder=decoder, model=name, device=device, dtype=dtype, **kwargs)
+
     @model_validator(mode="before")
     @classmethod
     def _check_ggro_options(cls, values: Any) -> Any:

@@ -112,14 +112,19 @@ class GGROLLM(GGROFields, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        generations: list[Generation] = []
-        for i, prompt in enumerate(prompts):
+        async def one(i: int, prompt: str) -> Generation:
             run = prompt_run(i, run_manager)
             if self.streaming:
-                generations.append(_merged([c async for c in self._astream(prompt, stop, run, **kwargs)]))
-            else:
-                call = await asyncio.to_thread(self._prepare, prompt, stop, kwargs)  # may load a reward model
-                generations.append(self._generation(await self._adecode(call, async_emitter(self, run))))
+                return _merged([c async for c in self._astream(prompt, stop, run, **kwargs)])
+            call = await asyncio.to_thread(self._prepare, prompt, stop, kwargs)  # may load a reward model
+            return self._generation(await self._adecode(call, async_emitter(self, run)))
+
+        assert self.decoder is not None
+        if self.decoder.backend.concurrent_sessions:
+            # a serving engine batches concurrent requests: decode the prompts at once
+            generations = list(await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))))
+        else:  # one model in this process: one prompt after another, as before
+            generations = [await one(i, p) for i, p in enumerate(prompts)]
         return self._llm_result(generations, self._model_name())
 
     def _stream(

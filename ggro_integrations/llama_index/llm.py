@@ -129,6 +129,33 @@ class GGROLLM(GGROOptionFields, FunctionCallingLLM, CustomLLM):
         return cls(decoder=decoder, reward_model=name, device=device_name(device), dtype=dtype_name(dtype), **kwargs)
 
     @classmethod
+    def from_server(
+        cls,
+        url: str,
+        model: Any = "default",
+        reward_model: Any = "default",
+        *,
+        engine: str = "llama.cpp",
+        server_options: dict[str, Any] | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        **kwargs: Any,
+    ) -> GGROLLM:
+        """The policy served at ``url`` (llama-server, vLLM or SGLang: ``engine``), the reward model here.
+
+        ``model`` names the served model's tokenizer, loaded locally (``"default"``: the embedded
+        default's); ``server_options`` go to ``ServerBackend``; other keywords as for ``from_model_id``.
+        Concurrent ``acomplete`` / ``achat`` calls become concurrent requests the engine batches.
+        """
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in KNOBS or k == "max_tokens"}
+        decoder = build_decoder(model, reward_model, device=device, dtype=dtype, server=url, engine=engine,
+                                server_options=server_options, **options)
+        if isinstance(model, str) and "model_name" not in kwargs:
+            kwargs["model_name"] = _policy_name(model, decoder)
+        name = reward_model if isinstance(reward_model, str) else None
+        return cls(decoder=decoder, reward_model=name, device=device_name(device), dtype=dtype_name(dtype), **kwargs)
+
+    @classmethod
     def class_name(cls) -> str:
         return "GGROLLM"
 
