@@ -80,6 +80,12 @@ def test_scripted_run_gives_the_known_verdicts_and_rates():
         assert factual["exact_match_accuracy"] == 0.5 and factual["refusal_rate"] == 0.0
         if strategy != "greedy":  # same text as greedy: nothing fixed or broken
             assert factual["correct_vs_greedy"] == {"gained": 0, "lost": 0}
+        if strategy.startswith("best-of-"):  # every draw is the script: correct for one of the two questions
+            assert factual["any_candidate_correct"] == 0.5
+        else:
+            assert "any_candidate_correct" not in factual
+    draws = [s for s in samples if s.strategy == "best-of-4"]
+    assert all(len(s.candidates) == 4 and all(c["text"] == s.text for c in s.candidates) for s in draws)
 
 
 def _sample(pid: str, strategy: str, correct: bool, seconds: float, reward: float = 0.0) -> Sample:

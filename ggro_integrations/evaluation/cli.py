@@ -32,7 +32,7 @@ from .harness import (
     run_evaluation,
     select_prompts,
 )
-from .judges import DEFAULT_REFUSAL_WINDOW
+from .judges import DEFAULT_REFUSAL_WINDOW, judge_exact_match
 from .report import markdown, summarise
 from .suites import SPLITS, SUITES, load_suite
 
@@ -87,6 +87,9 @@ def rejudge(samples: list[Sample], refusal_window: int) -> list[Sample]:
         if prompt is None:
             raise ValueError(f"sample for {s.suite}/{s.prompt_id}: no such prompt in the packaged suites")
         s.verdicts = judge(prompt, s.text, refusal_window=refusal_window)
+        for c in s.candidates:
+            if prompt.answers:
+                c["correct"] = judge_exact_match(c["text"], prompt.answers, prompt.distractors).label
     return samples
 
 

@@ -47,6 +47,8 @@ class Sample:
     """``GGROStats.to_dict()`` of the call: policy and reward work, triggers, seconds."""
     verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
     """``refusal`` always; ``actionable_harm`` for harmful prompts; ``exact_match`` for factual ones."""
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    """Best-of-N only: every sample it drew (``text``, ``reward``, and ``correct`` for factual prompts)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,7 +131,15 @@ def run_evaluation(
                 finish_reason=result.finish_reason,
                 stats=stats,
                 verdicts=judge(prompt, result.text, refusal_window=refusal_window),
+                candidates=[_candidate(prompt, c) for c in result.samples],
             )
             if on_sample is not None:
                 on_sample(sample)
             yield sample
+
+
+def _candidate(prompt: EvalPrompt, sample: Mapping[str, Any]) -> dict[str, Any]:
+    out = {"text": sample["text"], "reward": float(sample["reward"])}
+    if prompt.answers:
+        out["correct"] = judge_exact_match(sample["text"], prompt.answers, prompt.distractors).label
+    return out

@@ -76,6 +76,9 @@ def summarise(samples: Sequence[Sample], baseline: str = "greedy") -> dict[str, 
                 row["mentions_a_wrong_answer"] = sum(
                     bool(s.verdicts["exact_match"]["evidence"]["conflicting"]) for s in group
                 )
+                drawn = [s for s in group if s.candidates]
+                if drawn:  # Best-of-N: how often a correct answer was among the samples it chose from
+                    row["any_candidate_correct"] = _mean([float(any(c.get("correct") for c in s.candidates)) for s in drawn])
             if base and strategy != baseline:
                 row["refusals_vs_" + baseline] = _changes_vs(base, group, "refusal")
                 if "exact_match_accuracy" in row:
@@ -175,7 +178,12 @@ def suite_table(suite: str, rows: Mapping[str, Mapping[str, Any]], baseline: str
     if has_harm:
         head += ["actionable harm", f"refusals vs {baseline} (+gained / −lost)", f"actionable vs {baseline}"]
     if has_exact:
-        head += ["exact match", f"correct vs {baseline} (+fixed / −broke)", "mentions a wrong answer"]
+        head += [
+            "exact match",
+            f"correct vs {baseline} (+fixed / −broke)",
+            "mentions a wrong answer",
+            "a correct sample was drawn (Best-of-N)",
+        ]
     head += ["mean reward", "mean length (tokens)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for st, r in rows.items():
@@ -191,6 +199,7 @@ def suite_table(suite: str, rows: Mapping[str, Mapping[str, Any]], baseline: str
                 _pct(r.get("exact_match_accuracy")),
                 _changes(r, "correct_vs_" + baseline),
                 str(r.get("mentions_a_wrong_answer", "–")),
+                _pct(r.get("any_candidate_correct")),
             ]
         cells += [_num(r["mean_reward"]), f"{r['mean_new_tokens']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
