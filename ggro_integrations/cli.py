@@ -216,7 +216,12 @@ class _Parser(argparse.ArgumentParser):
             close = difflib.get_close_matches(match["word"], choices, n=1, cutoff=0.6)
             message += f"; did you mean {close[0]!r}?" if close else ""
         help_prog = getattr(self, "_help_prog", self.prog)
-        self.exit(2, f"{PROG}: error: {message} (see `{help_prog} --help`)\n")
+        command = self.prog.split()[0]  # "ggro" for "ggro generate" and "ggro eval" too
+        self.exit(2, f"{command}: error: {message} (see `{help_prog} --help`)\n")
+
+
+CommandParser = _Parser
+"""The parser of every ``ggro`` subcommand (``ggro eval`` builds its own with it)."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -211,6 +211,11 @@ def test_misspellings_get_a_suggestion(capsys, args, message):
         assert "(see `ggro generate --help`)" in err  # the flags live in the subcommand's help
 
 
+def test_the_eval_subcommand_speaks_the_same_way(capsys):
+    err = _fail(capsys, "eval", "--sutie", "harmful")
+    assert "--sutie (did you mean --suites?)" in err and "(see `ggro eval --help`)" in err
+
+
 def test_no_suggestion_when_nothing_is_close(capsys):
     err = _fail(capsys, "generate", "hi", "--bogus-flag")
     assert "unrecognized arguments: --bogus-flag (see" in err and "did you mean" not in err

@@ -42,7 +42,9 @@ def _csv(value: str) -> list[str]:
 
 
 def parser(prog: str = "eval.py") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from ..cli import CommandParser  # one error style for every `ggro` subcommand
+
+    p = CommandParser(
         prog=prog,
         description="Greedy, GGRO (sequential and parallel) and Best-of-N (4, 8) on the same prompts, judged.",
     )
