@@ -14,7 +14,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
         "ggro_integrations.langchain needs langchain-core, which is not installed. "
-        'Install it with: pip install "ggro-integrations[langchain]"'
+        'Install it with: pip install "ggro-integrations[langchain]" (from a checkout: pip install -e ".[langchain]")'
     ) from exc
 
 from ..events import INTERVENTION_EVENT_NAME

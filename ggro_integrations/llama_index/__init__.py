@@ -11,7 +11,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised in a test that hides the package
     raise ImportError(
         "ggro_integrations.llama_index needs LlamaIndex (llama-index-core), which is not installed: "
-        f'{exc}. Install it with: pip install "ggro-integrations[llama-index]"'
+        f'{exc}. Install it with: pip install "ggro-integrations[llama-index]" (from a checkout: pip install -e ".[llama-index]")'
     ) from exc
 
 from .embeddings import MiniLMEmbedding
