@@ -171,14 +171,22 @@ def main() -> None:
         "settings": {"prompts": len(items), "max_new_tokens": args.max_new_tokens, "parallel_slots": args.parallel,
                      "server_threads": args.threads},
     }
+    out_path = pathlib.Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every phase: a long run interrupted still leaves its numbers
+        out_path.write_text(json.dumps(report, indent=2) + "\n")
+
     inproc = build_decoder("default", "default", max_new_tokens=args.max_new_tokens)
     report["settings"]["ggro"] = {k: inproc.config.to_dict()[k] for k in
                                   ("entropy_threshold", "nudge_top_k", "num_refinements", "min_segment_tokens", "refinement")}
     print(f"load {load():.2f}; in-process greedy ...", file=sys.stderr, flush=True)
     report["inprocess_greedy"] = run_sequential(inproc, items, strategy="greedy")
+    save()
     n_ggro = args.inprocess_ggro_prompts or len(items)
     print(f"load {load():.2f}; in-process GGRO, {n_ggro} prompts one after another ...", file=sys.stderr, flush=True)
     report["inprocess_ggro_sequential"] = run_sequential(inproc, items[:n_ggro])
+    save()
 
     command = find_llama_server()
     with tempfile.TemporaryDirectory() as tmp:
@@ -192,10 +200,12 @@ def main() -> None:
             remote.generate(items[0], strategy="greedy")  # warm the server (first-request setup)
             print(f"load {load():.2f}; server greedy ...", file=sys.stderr, flush=True)
             report["server_greedy"] = run_sequential(remote, items, strategy="greedy")
+            save()
             report["server_ggro"] = []
             for c in [int(x) for x in args.concurrency.split(",")]:
                 print(f"load {load():.2f}; server GGRO, {c} concurrent ...", file=sys.stderr, flush=True)
                 report["server_ggro"].append(run_concurrent(remote, items, c))
+                save()
             print(f"load {load():.2f}; trigger agreement ...", file=sys.stderr, flush=True)
             model = inproc.model
             report["trigger_agreement"] = agreement(remote.backend, model, inproc.tokenizer, remote, items,
@@ -212,8 +222,7 @@ def main() -> None:
         }
         for r in report["server_ggro"]
     }
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    save()
     print(json.dumps({k: report[k] for k in ("machine", "ratios")}, indent=2))
     for name in ("inprocess_greedy", "inprocess_ggro_sequential", "server_greedy"):
         r = report[name]

@@ -145,13 +145,15 @@ class ChatGGRO(GGROFields, BaseChatModel):
     def _resolve_model_profile(self) -> ModelProfile | None:
         """What agent builders read up front (langchain-core's profile hook): tools only when the template renders them."""
         assert self.decoder is not None
+        grammar = self.decoder.backend.supports_constraints  # not on a server backend (yet)
+        tools = grammar and supports_tools(self.decoder.tokenizer)
         profile = ModelProfile(
             open_weights=True,
             text_inputs=True,
             image_inputs=False,
-            tool_calling=supports_tools(self.decoder.tokenizer),
-            tool_choice=supports_tools(self.decoder.tokenizer),  # forced by the grammar
-            structured_output=True,  # a JSON-schema grammar: works without a tool template
+            tool_calling=tools,
+            tool_choice=tools,  # forced by the grammar
+            structured_output=grammar,  # a JSON-schema grammar: works without a tool template
         )
         if self.decoder.context_window is not None:
             profile["max_input_tokens"] = self.decoder.context_window

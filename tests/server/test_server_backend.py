@@ -150,6 +150,15 @@ def test_a_grammar_is_refused_up_front_with_the_reason(backend: ServerBackend) -
         decoder.prepare("Hi", tools=[tool])
 
 
+def test_best_of_n_samples_are_independent_and_seeded(backend: ServerBackend) -> None:
+    decoder = GGRODecoder(backend=backend, reward_model=token_counter(backend.tokenizer, 30), max_new_tokens=8)
+    runs = [decoder.generate(PROMPTS[1], strategy="best_of_n", best_of_n=4, temperature=1.0, seed=5) for _ in range(2)]
+    assert [s["text"] for s in runs[0].samples] == [s["text"] for s in runs[1].samples]
+    # each sample draws its own first token (not the first sample's), so they differ
+    assert len({s["text"] for s in runs[0].samples}) > 1
+    assert runs[0].reward == max(s["reward"] for s in runs[0].samples)
+
+
 def busy_slots(url: str) -> int:
     import httpx
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from ggro_integrations.backends.server import CompletionRequest, ServerBackend
+from ggro_integrations.errors import ConfigError
 from ggro_integrations.factory import build_decoder
 from ggro_integrations.models import DEFAULT_POLICY_ID
 
@@ -41,8 +42,6 @@ def test_build_decoder_on_a_server_keeps_the_defaults_settings(decoder: Any) -> 
 
 
 def test_server_options_without_a_server_are_refused() -> None:
-    from ggro_integrations.errors import ConfigError
-
     with pytest.raises(ConfigError, match="pass server=URL"):
         build_decoder("default", None, server_options={"top_logprobs": 30})
 
@@ -52,6 +51,9 @@ def test_chat_ggro_from_server_and_concurrent_abatch(llama_server: Any, decoder:
 
     chat = ChatGGRO.from_server(llama_server.url, reward_model=None, strategy="greedy", max_new_tokens=N)
     assert isinstance(chat.decoder.backend, ServerBackend) and chat.model_id == "default"
+    assert chat.profile["tool_calling"] is False and chat.profile["structured_output"] is False
+    with pytest.raises(ConfigError, match="tools= is not supported on ServerBackend"):
+        chat.bind_tools([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])
     message = chat.invoke(PROMPTS[0])
     assert message.response_metadata["ggro_stats"]["new_tokens"] > 0
     assert message.content == decoder.generate(PROMPTS[0], strategy="greedy").text

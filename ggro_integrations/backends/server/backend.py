@@ -11,11 +11,12 @@ What the decoder asks of a ``PolicySession`` maps onto requests like this:
   reads its stream position by position through the same ``SegmentRules`` the
   in-process backend uses, so segments end at the same places; a row whose request
   runs out of tokens before a trigger continues with another request.
-- A stream is never read past where a row ended. One that ended at a trigger or a
-  pause is kept open: it already holds the engine's continuation of that row, which
-  is what the next base segment (or the next free-run token) reads. Streams on
-  branches the decoder left behind are closed, and closing a stream aborts its
-  request on every engine (llama-server, vLLM, SGLang stop at the next token).
+- A stream is never read past where a row ended. A base row's stream that ended at a
+  trigger or a pause is kept open: it already holds the engine's continuation, which is
+  what the next base segment (or the next free-run token) reads. A nudged candidate's
+  stream is closed where its segment ends (most candidates lose), and so are streams on
+  branches the decoder left behind; closing a stream aborts its request on every engine
+  (llama-server, vLLM, SGLang stop at the next token).
 
 Rows of one ``decode`` are concurrent requests read in lockstep from one thread: the
 engine batches them. Concurrent generations are concurrent sessions (one per thread,
@@ -117,10 +118,10 @@ class _Cursor:
     def opened(self) -> bool:
         return self._iter is not None or bool(self._buffer)
 
-    def open(self) -> _Cursor:
+    def open(self, request: CompletionRequest | None = None) -> _Cursor:
         """Send the request for the continuation of ``key`` (returns once the engine answers)."""
         s = self.session
-        request = s.request(self.key)
+        request = request or s.request(self.key)
         context = s.backend.client.stream(request)
         self._stream = context.__enter__()
         self._context = context
@@ -417,12 +418,20 @@ class ServerSession(PolicySession):
         row_rules = self.rules.row(committed, min_tokens=min_tokens, max_tokens=max_tokens)
         segments = [Segment() for _ in first_tokens]
         cursors: dict[int, _Cursor] = {}  # row -> its continuation, while the row goes on
+        fresh: set[int] = set()  # rows whose first token is a new draw from `start` (sampling)
+        chosen_used = False
         try:
             for i, first in enumerate(first_tokens):
                 seg = segments[i]
                 if row_rules.ends_before(seg, start.entropy):
                     seg.end = start
                     continue
+                if first is None and chosen_used and self.sampling.temperature > 0:
+                    # another sample from the same distribution (Best-of-N): a request of its own from here
+                    fresh.add(i)
+                    cursors[i] = _Cursor(self, prefix)
+                    continue
+                chosen_used = chosen_used or first is None
                 token = int(first) if first is not None else start.chosen
                 if row_rules.add(seg, token, start.entropy):
                     cursors[i] = self._cursor(prefix + tuple(seg.tokens))
@@ -437,10 +446,19 @@ class ServerSession(PolicySession):
                 for i in list(cursors):  # lockstep: the engine generates every row's next token at once
                     seg = segments[i]
                     position = cursors[i].next()
+                    if i in fresh:  # its first token, drawn where `start` is the distribution
+                        fresh.discard(i)
+                        if not row_rules.add(seg, position.token_id, start.entropy):
+                            cursors.pop(i).close()
+                        continue
                     nt = self._next_token(position)
                     if row_rules.ends_before(seg, nt.entropy):
                         seg.end = nt
-                        self._keep(cursors.pop(i))
+                        cursor = cursors.pop(i)
+                        if first_tokens[i] is None:
+                            self._keep(cursor)  # the base continuation: the next segment likely reads it
+                        else:
+                            cursor.close()  # a nudged candidate usually loses: stop its engine work now
                     elif not row_rules.add(seg, position.token_id, nt.entropy):
                         cursors.pop(i).close()  # EOS, a stop sequence or the budget: abort what it generates on
         except BaseException:
@@ -455,7 +473,8 @@ class ServerSession(PolicySession):
             for c in cursors:
                 c.open()
             return
-        futures = [_opener_pool().submit(c.open) for c in cursors]
+        requests = [self.request(c.key) for c in cursors]  # here, in row order: seeds follow the rows
+        futures = [_opener_pool().submit(c.open, r) for c, r in zip(cursors, requests)]
         failed = next((e for e in (f.exception() for f in futures) if e is not None), None)
         if failed is not None:
             raise failed

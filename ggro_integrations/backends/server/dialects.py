@@ -209,6 +209,12 @@ class LlamaCppDialect(Dialect):
             raise self._incomplete("is not a finished completion ('stop' is not true)")
         probs = body.get("completion_probabilities")
         predicted = body.get("tokens_predicted")
+        content = body.get("content")
+        incomplete_text = isinstance(content, str) and content.strip("\ufffd") == ""  # only partial characters
+        if probs is None and incomplete_text and isinstance(body.get("tokens"), list) and body["tokens"]:
+            # every token generated ends inside one UTF-8 character: llama-server reports no
+            # probabilities for any of them, and then leaves the field out
+            probs = []
         if probs is None:
             raise self._incomplete("has no completion_probabilities (was n_probs dropped by a proxy?)")
         positions = self._positions(probs, request.top_logprobs)
