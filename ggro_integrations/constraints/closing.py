@@ -8,8 +8,10 @@ parser reads. :class:`BudgetCloser` watches the budget: once the tokens left are
 state the grammar accepts (``can_end``), one token per step.
 
 The closing path is found greedily from a fork of the row's state: at each step the first
-allowed token in a fixed preference order — tokens made only of ``"``, ``}``, ``]`` (longest
-first), then other non-whitespace tokens (shortest first), whitespace last. That closes strings,
+allowed token in a fixed preference order — tokens made only of ``"``, ``}``, ``]`` that start
+with the quote, then those without one (longest first in both; a quote first, because inside a
+string ``]]`` is text that keeps it open), then other non-whitespace tokens (shortest first),
+whitespace last. That closes strings,
 objects and arrays as soon as the grammar permits, skips optional properties, and writes the
 shortest literal where a value is still required. It is a heuristic: a grammar whose shortest
 completion needs many tokens it ranks late (long required strings under ``minLength``) can still
@@ -45,12 +47,13 @@ def preference_order(tokenizer: Any, vocab_size: int) -> np.ndarray:
     for i, text in enumerate(texts):
         stripped = text.strip()
         if stripped and set(stripped) <= CLOSERS:
-            keys.append((0, -len(stripped), i))
+            # A quote first: inside a string, ``]]`` or ``}`` are just characters that keep it open.
+            keys.append((0 if stripped[0] == '"' else 1, -len(stripped), i))
         elif stripped:
-            keys.append((1, len(stripped), i))
+            keys.append((2, len(stripped), i))
         else:
-            keys.append((2, len(text), i))
-    keys += [(3, 0, i) for i in range(len(texts), vocab_size)]
+            keys.append((3, len(text), i))
+    keys += [(4, 0, i) for i in range(len(texts), vocab_size)]
     order = np.array([k[2] for k in sorted(keys)], dtype=np.int64)
     with _LOCK:
         _ORDERS[key] = order

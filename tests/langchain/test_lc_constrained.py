@@ -129,8 +129,10 @@ def test_bad_tools_and_choices_fail_at_bind_time(scripted):
         chat.bind_tools([add], tool_choice="multiply")
     with pytest.raises(ConfigError, match="tool_choice must be"):
         chat.bind_tools([add], tool_choice=3)
+    other_add = {"type": "function", "function": {"name": "add", "description": "Add.", "parameters": {"type": "object", "properties": {"x": {"type": "number"}}}}}
     with pytest.raises(ConfigError, match="unique names"):
-        chat.bind_tools([add, add])
+        chat.bind_tools([add, other_add])
+    assert len(chat.bind_tools([add, add]).kwargs["tools"]) == 1  # the same tool twice is offered once
 
 
 def test_profile_says_tool_choice_and_structured_output_are_supported(scripted):
