@@ -1,9 +1,10 @@
 """The embedded default reward: the shipped head, the no-copy view over the policy, its accuracy.
 
-Fast tests check the shipped files and the view's mechanics on tiny models
-(against transformers' own ``LlamaForSequenceClassification``). Tests marked
-``slow`` load the real SmolLM2-135M default policy and re-score the held-out
-preference pairs through the same path GGRO uses.
+Fast tests check the shipped files, the hand labels and the view's mechanics on
+tiny models (against transformers' own ``LlamaForSequenceClassification``).
+Tests marked ``slow`` load the real SmolLM2-135M default policy and re-score
+validation pairs -- SmolLM2's own responses, labelled by hand, and hand-written
+ones -- through the same path GGRO uses.
 """
 
 from __future__ import annotations
@@ -27,8 +28,19 @@ from ggro_integrations.rewards.default import (
 )
 from ggro_integrations.testing import tiny_causal_lm, tiny_tokenizer
 
-DATA = pathlib.Path(__file__).resolve().parent.parent / "training" / "data"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DATA = ROOT / "training" / "data"
+LABELS = ROOT / "training" / "onpolicy" / "labels"
 CATEGORIES = ("harmful", "benign_risky", "ordinary")
+GRADES = {"harmful": {0, 1, 2, 3}, "benign_risky": {0, 1, 2}, "factual": {0, 1, 2}, "ordinary": {0, 1, 2}}
+
+# Validation accuracies of the shipped head measured when it was trained (docs/default-model.md: 0.635 on
+# 430 on-policy pairs, full and partial; 0.576 on the 99 hand-written held-out pairs), minus a margin.
+# The previous head (hand-written data only) scores 0.521 on the on-policy pairs: it fails the first floor.
+ONPOLICY_VAL_ACCURACY_FLOOR = 0.60
+HANDWRITTEN_VAL_ACCURACY_FLOOR = 0.55
+# Rewards are small (their std over validation responses is about 0.05), so re-scoring must match closely.
+REWARD_TOLERANCE = 1e-3
 
 
 def _pairs(split: str) -> list[dict]:
@@ -36,6 +48,13 @@ def _pairs(split: str) -> list[dict]:
     for cat in CATEGORIES:
         rows += [json.loads(line) for line in (DATA / f"{cat}.jsonl").read_text().splitlines() if line.strip()]
     return [r for r in rows if r["split"] == split]
+
+
+def _labels() -> list[dict]:
+    rows = []
+    for path in sorted(LABELS.glob("*.jsonl")):
+        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return rows
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -54,29 +73,48 @@ def test_shipped_head_is_small_and_finite():
     assert head_path().name == HEAD_FILE and len(head_path().read_bytes()) < 10_000  # not a copy of the model
 
 
+def test_labels_are_complete_and_splits_disjoint():
+    rows = _labels()
+    assert len(rows) >= 300
+    for row in rows:
+        assert row["grade"] in GRADES[row["category"]], row["rid"]
+        assert row["why"].strip() and row["text"].strip() and row["split"] in ("train", "val"), row["rid"]
+    assert len({r["rid"] for r in rows}) == len(rows)
+    by_split = {s: {r["prompt"] for r in rows if r["split"] == s} for s in ("train", "val")}
+    assert by_split["train"] and by_split["val"] and not by_split["train"] & by_split["val"]
+    # every category has both a preferred and a dispreferred response somewhere
+    for cat in GRADES:
+        grades = {r["grade"] for r in rows if r["category"] == cat}
+        assert len(grades) >= 2, cat
+
+
 def test_metadata_matches_the_data_and_its_own_pair_rewards():
     import hashlib
 
     meta = head_metadata()
     assert meta["name"] == DEFAULT_REWARD_NAME
-    digest = hashlib.sha256(b"".join((DATA / f"{c}.jsonl").read_bytes() for c in CATEGORIES)).hexdigest()
-    assert meta["data_sha256"] == digest, "training data changed: rerun python training/train_default_reward.py"
-    heldout = _pairs("heldout")
-    assert meta["n_pairs"]["heldout"] == len(heldout) == meta["heldout"]["n_pairs"]
-    assert meta["n_pairs"]["train"] == len(_pairs("train"))
-    assert meta["n_pairs"]["train"] + meta["n_pairs"]["heldout"] >= 400
-    # Held-out prompts never appear in training.
-    assert not {p["prompt"] for p in heldout} & {p["prompt"] for p in _pairs("train")}
-    # The reported accuracy is what the stored per-pair rewards say, overall and per category.
-    rows = meta["heldout_pair_rewards"]
-    assert sorted(r["id"] for r in rows) == sorted(p["id"] for p in heldout)
-    wins = [r["chosen"] > r["rejected"] for r in rows]
-    assert meta["heldout"]["accuracy"] == pytest.approx(sum(wins) / len(wins), abs=1e-4)
-    for cat in CATEGORIES:
-        sub = [r["chosen"] > r["rejected"] for r in rows if r["category"] == cat]
-        assert meta["heldout"]["per_category"][cat]["accuracy"] == pytest.approx(sum(sub) / len(sub), abs=1e-4)
-    margins = [r["chosen"] - r["rejected"] for r in rows]
-    assert meta["heldout"]["mean_margin"] == pytest.approx(sum(margins) / len(margins), abs=1e-3)
+    digest = hashlib.sha256(b"".join((ROOT / p).read_bytes() for p in meta["inputs"])).hexdigest()
+    assert meta["inputs_sha256"] == digest, "training data changed: rerun make train-reward"
+    assert sorted(meta["inputs"]) == sorted(
+        [f"training/data/{c}.jsonl" for c in CATEGORIES] + [f"training/onpolicy/labels/{p.name}" for p in LABELS.glob("*.jsonl")]
+    )
+    # The reported accuracies are what the stored per-pair rewards say.
+    rows = meta["val_pair_rewards"]
+    for source, kind in (("onpolicy", "full"), ("onpolicy", "partial"), ("handwritten", "full")):
+        sub = [r for r in rows if r["source"] == source and r["kind"] == kind]
+        wins = [r["chosen"] > r["rejected"] for r in sub]
+        reported = meta["val"][f"{source}/{kind}"]
+        assert reported["n_pairs"] == len(sub) > 0
+        assert reported["accuracy"] == pytest.approx(sum(wins) / len(wins), abs=1e-4)
+        margins = [r["chosen"] - r["rejected"] for r in sub]
+        assert reported["mean_margin"] == pytest.approx(sum(margins) / len(margins), abs=1e-3)
+    assert len([r for r in rows if r["source"] == "handwritten"]) == len(_pairs("heldout"))
+    # The chosen candidate is the best servable one on on-policy validation, as the script says.
+    best = max((c for c in meta["candidates"] if c["name"].startswith("final /")), key=lambda c: c["score"])
+    assert meta["chosen_candidate"] == best["name"]
+    onpolicy = [r["chosen"] > r["rejected"] for r in rows if r["source"] == "onpolicy"]
+    assert sum(onpolicy) / len(onpolicy) >= ONPOLICY_VAL_ACCURACY_FLOOR
+    assert meta["val"]["handwritten/full"]["accuracy"] >= HANDWRITTEN_VAL_ACCURACY_FLOOR
 
 
 def test_head_for_another_model_is_refused():
@@ -153,38 +191,54 @@ def test_default_reward_is_a_view_over_the_cached_policy(default_reward):
     assert load_reward_model(DEFAULT_REWARD_NAME).name == DEFAULT_REWARD_NAME
 
 
-@pytest.mark.slow
-def test_default_reward_reproduces_heldout_accuracy(default_reward):
-    """Re-score held-out pairs through the decoding-time path; compare with the shipped metadata.
+def _val_pairs_by_id() -> dict[str, tuple[str, str, str]]:
+    """id -> (prompt, chosen, rejected) for the on-policy and hand-written validation pairs."""
+    out = {p["id"]: (p["prompt"], p["chosen"], p["rejected"]) for p in _pairs("heldout")}
+    text = {r["rid"]: r for r in _labels()}
+    for row in head_metadata()["val_pair_rewards"]:
+        if row["source"] == "onpolicy":
+            hi, lo = row["id"].split("@")[0].split(">")
+            out[row["id"]] = (text[hi]["prompt"], text[hi]["text"], text[lo]["text"])
+    return out
 
-    Scoring all 99 pairs costs 1-2 minutes on two busy cores, so by default the
-    first 12 pairs of each category are re-scored: each reward must match the
-    metadata's (which ``test_metadata_...`` ties to the reported accuracy) and no
-    pair may flip. ``GGRO_FULL_HELDOUT=1`` re-scores every pair and compares the
-    accuracies directly.
+
+@pytest.mark.slow
+def test_default_reward_reproduces_validation_accuracy(default_reward):
+    """Re-score validation pairs through the decoding-time path; compare with the shipped metadata.
+
+    By default a fixed subset is re-scored (the first 5 on-policy full pairs of each category,
+    30 on-policy partial pairs and 12 hand-written pairs; about a minute): each reward must match
+    the metadata's (which ``test_metadata_...`` ties to the reported accuracies and floors) and no
+    pair may flip. ``GGRO_FULL_HELDOUT=1`` re-scores every pair and checks the accuracy floors on
+    the re-scored rewards directly.
     """
     meta = head_metadata()
-    stored = {r["id"]: r for r in meta["heldout_pair_rewards"]}
+    stored = {r["id"]: r for r in meta["val_pair_rewards"]}
+    texts = _val_pairs_by_id()
     full = os.environ.get("GGRO_FULL_HELDOUT") == "1"
-    pairs = _pairs("heldout")
+    rows = meta["val_pair_rewards"]
     if not full:
-        pairs = [p for cat in CATEGORIES for p in [q for q in pairs if q["category"] == cat][:12]]
+        picked = []
+        for cat in ("harmful", "benign_risky", "factual", "ordinary"):
+            picked += [r for r in rows if r["source"] == "onpolicy" and r["kind"] == "full" and r["category"] == cat][:5]
+        picked += [r for r in rows if r["source"] == "onpolicy" and r["kind"] == "partial"][:30]
+        picked += [r for r in rows if r["source"] == "handwritten"][:12]
+        rows = picked
     tokenizer = default_reward.tokenizer
-    wins: dict[str, list[bool]] = {c: [] for c in CATEGORIES}
-    worst = 0.0
-    for pair in pairs:
-        chosen, rejected = default_reward.score_texts(pair["prompt"], [pair["chosen"], pair["rejected"]], tokenizer)
-        want = stored[pair["id"]]
+    worst, wins = 0.0, {"onpolicy": [], "handwritten": []}
+    for row in rows:
+        prompt, chosen_text, rejected_text = texts[row["id"]]
+        chosen, rejected = default_reward.score_texts(prompt, [chosen_text, rejected_text], tokenizer)
+        want = stored[row["id"]]
         worst = max(worst, abs(chosen - want["chosen"]), abs(rejected - want["rejected"]))
-        assert (chosen > rejected) == (want["chosen"] > want["rejected"]), f"pair {pair['id']} flipped"
-        wins[pair["category"]].append(chosen > rejected)
-    assert worst < 0.05, f"rewards drifted from the shipped metadata by up to {worst:.3f}"
+        if abs(want["chosen"] - want["rejected"]) > 2 * REWARD_TOLERANCE:
+            assert (chosen > rejected) == (want["chosen"] > want["rejected"]), f"pair {row['id']} flipped"
+        wins[row["source"]].append(chosen > rejected)
+    assert worst < REWARD_TOLERANCE, f"rewards drifted from the shipped metadata by up to {worst:.5f}"
     if full:
-        total = [w for ws in wins.values() for w in ws]
-        assert sum(total) / len(total) == pytest.approx(meta["heldout"]["accuracy"], abs=0.015)
-        for cat in CATEGORIES:
-            got = sum(wins[cat]) / len(wins[cat])
-            assert got == pytest.approx(meta["heldout"]["per_category"][cat]["accuracy"], abs=0.04)
+        op, hw = (sum(wins[s]) / len(wins[s]) for s in ("onpolicy", "handwritten"))
+        assert op >= ONPOLICY_VAL_ACCURACY_FLOOR, f"on-policy validation accuracy {op:.3f}"
+        assert hw >= HANDWRITTEN_VAL_ACCURACY_FLOOR, f"hand-written validation accuracy {hw:.3f}"
 
 
 @pytest.mark.slow

