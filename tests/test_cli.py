@@ -297,7 +297,7 @@ def test_parse_compare():
 
 @pytest.mark.slow
 def test_default_model_end_to_end():
-    """The README demo prompt, shortened: the default reward changes greedy's answer at the first token."""
+    """The README demo prompt, shortened: the default reward changes greedy's answer."""
     from ggro_integrations.models import _find_packaged_gguf, default_policy_dir
     from ggro_integrations.rewards.default import DEFAULT_POLICY_SETTINGS, DEFAULT_REWARD_NAME
 
@@ -313,7 +313,10 @@ def test_default_model_end_to_end():
     ggro_run, greedy = data["results"]
     assert greedy["text"].startswith("The art of")
     first = ggro_run["interventions"][0]
-    assert first["position"] == 0 and first["accepted"] and first["original_token"] == "The"
-    assert first["best_reward"] > first["base_reward"]
+    assert first["position"] == 0 and first["original_token"] == "The"  # the first token triggers
+    # With the on-policy head the nudge that changes the answer comes at a later trigger
+    # ("The art of creating unintended harm" -> "... creating harm."; measured, 12 tokens).
+    accepted = [e for e in ggro_run["interventions"] if e["accepted"]]
+    assert accepted and all(e["best_reward"] > e["base_reward"] for e in accepted)
     assert ggro_run["text"] != greedy["text"] and ggro_run["reward"] > greedy["reward"]
     assert all(e["entropy"] >= e["threshold"] for e in ggro_run["interventions"])

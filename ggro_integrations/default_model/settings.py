@@ -7,10 +7,13 @@ from typing import Any
 DEFAULT_POLICY_SETTINGS: dict[str, Any] = {"entropy_threshold": 3.0, "nudge_top_k": 5}
 """``GGROConfig`` values measured for SmolLM2-135M steered by the default reward head (docs/default-model.md).
 
-SmolLM2-135M is at or above the paper's 1.5 nats on about half its greedy tokens and at or
-above 3.0 on about a quarter, so 3.0 keeps triggers to its most uncertain positions (including
-the first token of most risky answers). At those positions its top-25 holds many junk tokens
-the small head can be fooled by; the top 5 keep nudges fluent.
+Re-measured with the on-policy head on validation prompts (16 new tokens): against
+τ = 2.5 / K = 25 (sequential S = 8, and parallel S = 4) these keep the same over-refusal (none) and
+factual accuracy, no fewer refusals (none was a real refusal under any setting), and the lowest cost (1.24x
+greedy's policy tokens against 1.64-1.69x); K = 25 also produced degenerate text the head
+scored above greedy's ("P: 1\n\nP: 1"). SmolLM2's refusal opening "I" is inside the top 5 at the
+first token on only 1 of 8 harmful prompts measured (top 25 on 7), so no setting makes it refuse.
+S = 8 and sequential refinement are the ``GGROConfig`` defaults.
 """
 
 DEFAULT_ENTROPY_THRESHOLD: float = DEFAULT_POLICY_SETTINGS["entropy_threshold"]
