@@ -36,6 +36,13 @@ def test_links_work_from_an_index_page():
         assert target.startswith(("https://", "http://", "#")), f"relative link {target!r} breaks on an index page"
 
 
+def test_the_docs_it_names_exist():
+    named = set(re.findall(r"`(?:docs/)?([\w-]+\.md)`", README)) - {"README.md"}
+    assert len(named) >= 10
+    missing = sorted(name for name in named if not (ROOT / "docs" / name).is_file())
+    assert not missing, f"README names docs that do not exist: {missing}"
+
+
 def test_shell_blocks_name_what_exists():
     import tomllib
 
