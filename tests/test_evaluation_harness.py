@@ -159,3 +159,35 @@ def test_ggro_eval_subcommand_runs_the_evaluation(tmp_path, capsys):
         ggro(["eval", "--strategies", "best-of-16"])  # fails before any model loads, naming the choices
     err = capsys.readouterr().err
     assert "ggro eval" in err and "best-of-16" in err and "ggro-parallel" in err
+
+
+def test_set_options_reach_every_call_and_the_report(tmp_path):
+    base = ["--model", "tiny", "--split", "val", "--suites", "ordinary", "--strategies", "greedy,ggro-sequential"]
+    base += ["--limit", "1", "--max-new-tokens", "8"]
+    # Threshold 0: every position may trigger; a threshold no entropy reaches: GGRO is greedy.
+    assert main(base + ["--out", str(tmp_path / "low"), "--set", "entropy_threshold=0"]) == 0
+    assert main(base + ["--out", str(tmp_path / "high"), "--set", "entropy_threshold=1e9", "--set", "nudge_top_k=3"]) == 0
+    low = json.loads((tmp_path / "low" / "results.json").read_text())
+    high = json.loads((tmp_path / "high" / "results.json").read_text())
+    assert high["meta"]["options"] == {"entropy_threshold": 1e9, "nudge_top_k": 3}
+    assert high["meta"]["config"]["entropy_threshold"] == 1e9 and high["meta"]["config"]["nudge_top_k"] == 3
+    by = {s["strategy"]: s for s in high["samples"]}
+    assert by["ggro-sequential"]["stats"]["triggers"] == 0 and by["ggro-sequential"]["text"] == by["greedy"]["text"]
+    assert {s["strategy"]: s for s in low["samples"]}["ggro-sequential"]["stats"]["triggers"] > 0
+
+
+@pytest.mark.parametrize(
+    "pair, message",
+    [
+        ("entropy_threshold", "KEY=VALUE"),
+        ("seed=3", "sets seed itself"),
+        ("refinement=parallel", "sets refinement itself"),
+        ("entropy_treshold=2", "unknown GGRO option"),
+        ("nudge_top_k=2.5", "nudge_top_k must be an integer"),
+        ("entropy_threshold=-1", "entropy_threshold must be >= 0"),
+    ],
+)
+def test_set_options_errors_name_the_option(pair, message, capsys):
+    with pytest.raises(SystemExit):
+        main(["--model", "tiny", "--set", pair])  # fails before any model loads
+    assert message in capsys.readouterr().err

@@ -60,7 +60,46 @@ def parser(prog: str = "eval.py") -> argparse.ArgumentParser:
     p.add_argument("--samples-in-markdown", type=int, default=2, help="prompts per suite shown in results.md")
     p.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/eval/<split>)")
     p.add_argument("--report-only", action="store_true", help="no decoding: rebuild the report from OUT/samples.jsonl, re-judged")
+    p.add_argument(
+        "--set",
+        dest="settings",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="a GGRO option for every call, e.g. --set entropy_threshold=2.5 (repeatable; measure on --split val)",
+    )
     return p
+
+
+def parse_settings(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["entropy_threshold=2.5", "nudge_top_k=10"]`` as generate options, validated by ``GGROConfig``."""
+    from ..config import GGROConfig, config_field_names
+
+    owned = {"max_new_tokens", "seed", "refinement", "best_of_n"}
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: write it as KEY=VALUE, e.g. --set entropy_threshold=2.5")
+        if key in owned:
+            raise ConfigError(f"--set {key}: the evaluation sets {key} itself; use its own flag or strategy names instead")
+        if key not in config_field_names():
+            raise ConfigError(f"--set {key}: unknown GGRO option; valid options are: {', '.join(config_field_names())}")
+        options[key] = _parse_value(raw.strip())
+    GGROConfig().replace(**options)  # every value checked, with the option's own error message
+    return options
+
+
+def _parse_value(raw: str) -> Any:
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    return raw
 
 
 def build(model: str, reward_model: str) -> tuple[Any, dict[str, str]]:
@@ -120,6 +159,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "eval.py") -> int:
     try:  # bad names fail here, with the choices, before any model loads
         resolve_strategies(args.strategies)
         prompts = select_prompts(args.suites, args.split, args.limit)
+        options = parse_settings(args.settings)
     except (ConfigError, ValueError) as exc:
         parser(prog).error(str(exc))
     started = time.time()
@@ -135,8 +175,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "eval.py") -> int:
         "seed": args.seed,
         "refusal_window": args.refusal_window,
         **names,
+        "options": options,
         # The decoder's configuration as every call used it (seed: per prompt, above).
-        "config": {k: v for k, v in decoder.config.replace(max_new_tokens=args.max_new_tokens).to_dict().items() if k != "seed"},
+        "config": {
+            k: v
+            for k, v in decoder.config.replace(max_new_tokens=args.max_new_tokens, **options).to_dict().items()
+            if k != "seed"
+        },
         "python": platform.python_version(),
         "machine": platform.machine(),
         "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
@@ -162,6 +207,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "eval.py") -> int:
             max_new_tokens=args.max_new_tokens,
             seed=args.seed,
             refusal_window=args.refusal_window,
+            options=options,
         ):
             sink.write(json.dumps(sample.to_dict(), ensure_ascii=False) + "\n")
             sink.flush()
