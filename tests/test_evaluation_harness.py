@@ -191,3 +191,32 @@ def test_set_options_errors_name_the_option(pair, message, capsys):
     with pytest.raises(SystemExit):
         main(["--model", "tiny", "--set", pair])  # fails before any model loads
     assert message in capsys.readouterr().err
+
+
+def test_merge_makes_one_table_of_a_settings_grid(tmp_path, capsys):
+    base = ["--model", "tiny", "--split", "val", "--suites", "factual,ordinary", "--limit", "1", "--max-new-tokens", "6"]
+    assert main(base + ["--strategies", "greedy", "--out", str(tmp_path / "greedy")]) == 0
+    assert main(base + ["--strategies", "ggro-sequential", "--out", str(tmp_path / "low"), "--set", "entropy_threshold=0"]) == 0
+    assert main(base + ["--strategies", "ggro-sequential", "--out", str(tmp_path / "high"),
+                        "--set", "entropy_threshold=1e9"]) == 0
+    runs = [str(tmp_path / d) for d in ("greedy", "low", "high")]
+    assert main(["--merge", *runs, "--out", str(tmp_path / "grid")]) == 0
+    data = json.loads((tmp_path / "grid" / "results.json").read_text())
+    names = ["greedy", "ggro-sequential entropy_threshold=0", "ggro-sequential entropy_threshold=1000000000.0"]
+    assert list(data["summary"]["cost"]) == names
+    by = {(s["strategy"], s["prompt_id"]): s for s in data["samples"]}
+    for pid in {s["prompt_id"] for s in data["samples"]}:
+        # Each row keeps its own run's responses: no triggers at all is greedy's text.
+        assert by[(names[2], pid)]["text"] == by[("greedy", pid)]["text"]
+        assert by[(names[2], pid)]["stats"]["triggers"] == 0 < by[(names[1], pid)]["stats"]["triggers"]
+    assert [m["options"] for m in data["meta"]["merged_runs"]] == [{}, {"entropy_threshold": 0}, {"entropy_threshold": 1e9}]
+    assert "ggro-sequential entropy_threshold=0" in (tmp_path / "grid" / "results.md").read_text()
+    # The same setting twice, a run folder as the output, or a folder that is not a run: clear errors.
+    for argv, message in [
+        (["--merge", runs[0], runs[0], "--out", str(tmp_path / "dup")], "merge each setting once"),
+        (["--merge", *runs, "--out", runs[1]], "its own --out folder"),
+        (["--merge", str(tmp_path), "--out", str(tmp_path / "x")], "no samples.jsonl"),
+    ]:
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert message in capsys.readouterr().err

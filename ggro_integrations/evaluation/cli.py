@@ -61,6 +61,15 @@ def parser(prog: str = "eval.py") -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/eval/<split>)")
     p.add_argument("--report-only", action="store_true", help="no decoding: rebuild the report from OUT/samples.jsonl, re-judged")
     p.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="RUN",
+        default=None,
+        help="no decoding: one report in --out from several runs' folders (a settings grid); a run's "
+        "strategies are named with its --set options",
+    )
+    p.add_argument(
         "--set",
         dest="settings",
         metavar="KEY=VALUE",
@@ -134,6 +143,47 @@ def rejudge(samples: list[Sample], refusal_window: int) -> list[Sample]:
     return samples
 
 
+def setting_label(strategy: str, options: dict[str, Any]) -> str:
+    """``ggro-sequential entropy_threshold=2.0``: a strategy named with the options its run set."""
+    if not options:
+        return strategy
+    return strategy + " " + ",".join(f"{k}={v}" for k, v in options.items())
+
+
+def merge_runs(runs: Sequence[Path], refusal_window: int) -> tuple[list[Sample], dict[str, Any]]:
+    """Every run's samples, re-judged, with strategies named by their run's options (``setting_label``).
+
+    Runs with the same settings would merge into one row: that is an error, as are runs on
+    different splits or token budgets (their rows would not compare).
+    """
+    samples: list[Sample] = []
+    metas = []
+    seen: dict[str, Path] = {}
+    for run in runs:
+        meta_path, samples_path = run / "meta.json", run / "samples.jsonl"
+        if not samples_path.exists():
+            raise ConfigError(f"--merge {run}: no samples.jsonl there; give folders written by a run (--out)")
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        options = meta.get("options") or {}
+        metas.append({"run": str(run), "argv": meta.get("argv"), "options": options,
+                      "split": meta.get("split"), "max_new_tokens": meta.get("max_new_tokens")})
+        run_samples = _load_samples(samples_path)
+        for s in run_samples:
+            s.strategy = setting_label(s.strategy, options)
+        for label in dict.fromkeys(s.strategy for s in run_samples):
+            if label in seen:
+                raise ConfigError(f"--merge: {label!r} is in both {seen[label]} and {run}; merge each setting once")
+            seen[label] = run
+        samples += run_samples
+    for key in ("split", "max_new_tokens"):
+        values = {m[key] for m in metas}
+        if len(values) > 1:
+            raise ConfigError(f"--merge: the runs differ in {key} ({sorted(map(str, values))}); their rows would not compare")
+    merged = {"split": metas[0]["split"], "max_new_tokens": metas[0]["max_new_tokens"], "merged_runs": metas,
+              "completed_samples": len(samples)}
+    return rejudge(samples, refusal_window), merged
+
+
 def write_report(out: Path, samples: list[Sample], meta: dict[str, Any], per_suite: int) -> dict[str, Any]:
     summary = summarise(samples)
     data = {"meta": meta, "summary": summary, "samples": [s.to_dict() for s in samples]}
@@ -145,9 +195,22 @@ def write_report(out: Path, samples: list[Sample], meta: dict[str, Any], per_sui
 def main(argv: Sequence[str] | None = None, prog: str = "eval.py") -> int:
     """Run the evaluation command (``prog`` names it in help and errors: ``ggro eval`` from the CLI)."""
     args = parser(prog).parse_args(argv)
+    if args.merge and (args.out is None or any(args.out.resolve() == r.resolve() for r in args.merge)):
+        parser(prog).error("--merge needs its own --out folder (not one of the runs it merges)")
     out = args.out or Path("benchmarks/results/eval") / args.split
     out.mkdir(parents=True, exist_ok=True)
     samples_path = out / "samples.jsonl"
+    if args.merge:
+        try:
+            samples, meta = merge_runs(args.merge, args.refusal_window)
+        except ConfigError as exc:
+            parser(prog).error(str(exc))
+        with samples_path.open("w") as sink:
+            sink.writelines(json.dumps(s.to_dict(), ensure_ascii=False) + "\n" for s in samples)
+        (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+        write_report(out, samples, meta, args.samples_in_markdown)
+        print(f"merged {len(args.merge)} runs ({len(samples)} samples): {out / 'results.md'}", file=sys.stderr)
+        return 0
     if args.report_only:
         meta_path = out / "meta.json"
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"split": args.split}
