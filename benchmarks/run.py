@@ -35,9 +35,9 @@ STRATEGIES: list[tuple[str, dict[str, Any]]] = [
     ("greedy", {"strategy": "greedy"}),
     ("ggro-sequential", {"strategy": "ggro", "refinement": "sequential"}),
     ("ggro-parallel", {"strategy": "ggro", "refinement": "parallel"}),
-    ("best-of-4", {"strategy": "best_of_n", "n": 4}),
-    ("best-of-8", {"strategy": "best_of_n", "n": 8}),
-    ("best-of-16", {"strategy": "best_of_n", "n": 16}),
+    ("best-of-4", {"strategy": "best_of_n", "best_of_n": 4}),
+    ("best-of-8", {"strategy": "best_of_n", "best_of_n": 8}),
+    ("best-of-16", {"strategy": "best_of_n", "best_of_n": 16}),
 ]
 
 

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
 
 if TYPE_CHECKING:  # a type only: models.py imports this module, and it must stay framework-free
     from .decoding import GGRODecoder
@@ -228,21 +227,6 @@ def _parse_json_calls(raw: str, content: str, names: set[str] | None) -> ParsedT
         else:
             invalid.append(bad)
     return ParsedToolCalls(content, calls, invalid)
-
-
-def tool_choice_instruction(tool_choice: Any, tool_names: Sequence[str]) -> str | None:
-    """A system instruction approximating ``tool_choice`` (a local model cannot be forced to call)."""
-    if tool_choice in (None, "auto", "none", False):
-        return None
-    if isinstance(tool_choice, dict):
-        tool_choice = (tool_choice.get("function") or {}).get("name") or tool_choice.get("name")
-    if tool_choice in ("any", "required", True):
-        return "Answer by calling one of the provided functions."
-    if isinstance(tool_choice, str):
-        if tool_choice not in tool_names:
-            raise ConfigError(f"tool_choice={tool_choice!r} names no bound tool; bound tools are {sorted(tool_names)}.")
-        return f"Answer by calling the function {tool_choice!r}."
-    raise ConfigError(f"tool_choice must be 'auto', 'none', 'any', a tool name or a dict; got {tool_choice!r}.")
 
 
 CALL_OPENING = "<tool_call>"

@@ -7,7 +7,6 @@ from ..tools import (
     parse_tool_calls,
     supports_tools,
     template_source,
-    tool_choice_instruction,
     with_tool_template,
 )
 
@@ -18,6 +17,5 @@ __all__ = [
     "parse_tool_calls",
     "supports_tools",
     "template_source",
-    "tool_choice_instruction",
     "with_tool_template",
 ]
