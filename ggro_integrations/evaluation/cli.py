@@ -165,8 +165,9 @@ def merge_runs(runs: Sequence[Path], refusal_window: int) -> tuple[list[Sample],
             raise ConfigError(f"--merge {run}: no samples.jsonl there; give folders written by a run (--out)")
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         options = meta.get("options") or {}
-        metas.append({"run": str(run), "argv": meta.get("argv"), "options": options,
-                      "split": meta.get("split"), "max_new_tokens": meta.get("max_new_tokens")})
+        metas.append({"run": str(run), "argv": meta.get("argv"), "options": options, "split": meta.get("split"),
+                      "max_new_tokens": meta.get("max_new_tokens"), "config": meta.get("config"),
+                      "decode_seconds": meta.get("decode_seconds"), "started_utc": meta.get("started_utc")})
         run_samples = _load_samples(samples_path)
         for s in run_samples:
             s.strategy = setting_label(s.strategy, options)
