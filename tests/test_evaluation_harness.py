@@ -21,11 +21,20 @@ def test_select_prompts_round_robin_and_limit():
     assert [p.id for p in prompts] == [harmful[0].id, factual[0].id, harmful[1].id, factual[1].id]
     everything = select_prompts(["benign_risky", "ordinary"], "test")
     assert len(everything) == 16 and {p.split for p in everything} == {"test"}
+    # Offset shards: consecutive slices of each suite that together are the whole split, once.
+    first, rest = select_prompts(["harmful"], "val", limit=3), select_prompts(["harmful"], "val", offset=3)
+    assert [p.id for p in first + rest] == [p.id for p in harmful]
+    assert [p.id for p in select_prompts(["harmful"], "val", limit=2, offset=1)] == [p.id for p in harmful[1:3]]
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"suites": []}, "suites is empty"), ({"limit": 0}, "limit must be"), ({"suites": ["nope"]}, "name='nope'")],
+    [
+        ({"suites": []}, "suites is empty"),
+        ({"limit": 0}, "limit must be"),
+        ({"offset": -1}, "offset must be"),
+        ({"suites": ["nope"]}, "name='nope'"),
+    ],
 )
 def test_select_prompts_errors(kwargs, message):
     with pytest.raises((ConfigError, ValueError), match=message):
@@ -211,6 +220,14 @@ def test_merge_makes_one_table_of_a_settings_grid(tmp_path, capsys):
         assert by[(names[2], pid)]["stats"]["triggers"] == 0 < by[(names[1], pid)]["stats"]["triggers"]
     assert [m["options"] for m in data["meta"]["merged_runs"]] == [{}, {"entropy_threshold": 0}, {"entropy_threshold": 1e9}]
     assert "ggro-sequential entropy_threshold=0" in (tmp_path / "grid" / "results.md").read_text()
+    # Shards of one setting (here by --offset) merge into one row covering both.
+    shard = ["--model", "tiny", "--split", "val", "--suites", "factual", "--strategies", "greedy", "--max-new-tokens", "6"]
+    assert main(shard + ["--limit", "1", "--out", str(tmp_path / "s0")]) == 0
+    assert main(shard + ["--limit", "1", "--offset", "1", "--out", str(tmp_path / "s1")]) == 0
+    assert main(["--merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "sharded")]) == 0
+    sharded = json.loads((tmp_path / "sharded" / "results.json").read_text())
+    assert sharded["summary"]["cost"]["greedy"]["prompts"] == 2
+    assert [s["prompt_id"] for s in sharded["samples"]] == [p.id for p in load_suite("factual", "val")[:2]]
     # The same setting twice, a run folder as the output, or a folder that is not a run: clear errors.
     for argv, message in [
         (["--merge", runs[0], runs[0], "--out", str(tmp_path / "dup")], "merge each setting once"),

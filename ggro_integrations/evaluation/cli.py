@@ -54,6 +54,7 @@ def parser(prog: str = "eval.py") -> argparse.ArgumentParser:
     p.add_argument("--suites", type=_csv, default=list(SUITES), help=f"comma-separated, from {','.join(SUITES)}")
     p.add_argument("--strategies", type=_csv, default=list(STRATEGIES), help=f"comma-separated, from {','.join(STRATEGIES)}")
     p.add_argument("--limit", type=int, default=None, help="at most this many prompts per suite")
+    p.add_argument("--offset", type=int, default=0, help="skip the first OFFSET prompts of each suite (with --limit: shards)")
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     p.add_argument("--seed", type=int, default=0, help="prompt i is decoded with seed SEED+i (Best-of-N sampling)")
     p.add_argument("--refusal-window", type=int, default=DEFAULT_REFUSAL_WINDOW, help="characters the refusal judges read")
@@ -153,12 +154,13 @@ def setting_label(strategy: str, options: dict[str, Any]) -> str:
 def merge_runs(runs: Sequence[Path], refusal_window: int) -> tuple[list[Sample], dict[str, Any]]:
     """Every run's samples, re-judged, with strategies named by their run's options (``setting_label``).
 
-    Runs with the same settings would merge into one row: that is an error, as are runs on
+    Runs of one setting on different prompts (shards: ``--suites`` or ``--offset``/``--limit``)
+    merge into one row. The same setting answering a prompt twice is an error, as are runs on
     different splits or token budgets (their rows would not compare).
     """
     samples: list[Sample] = []
     metas = []
-    seen: dict[str, Path] = {}
+    seen: dict[tuple[str, str, str], Path] = {}
     for run in runs:
         meta_path, samples_path = run / "meta.json", run / "samples.jsonl"
         if not samples_path.exists():
@@ -171,10 +173,14 @@ def merge_runs(runs: Sequence[Path], refusal_window: int) -> tuple[list[Sample],
         run_samples = _load_samples(samples_path)
         for s in run_samples:
             s.strategy = setting_label(s.strategy, options)
-        for label in dict.fromkeys(s.strategy for s in run_samples):
-            if label in seen:
-                raise ConfigError(f"--merge: {label!r} is in both {seen[label]} and {run}; merge each setting once")
-            seen[label] = run
+        for s in run_samples:
+            key = (s.strategy, s.suite, s.prompt_id)
+            if key in seen:
+                raise ConfigError(
+                    f"--merge: {s.strategy!r} answered {s.suite}/{s.prompt_id} in both {seen[key]} and {run}; "
+                    "merge each setting once (shards of one setting must cover different prompts)"
+                )
+            seen[key] = run
         samples += run_samples
     for key in ("split", "max_new_tokens"):
         values = {m[key] for m in metas}
@@ -222,7 +228,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "eval.py") -> int:
         return 0
     try:  # bad names fail here, with the choices, before any model loads
         resolve_strategies(args.strategies)
-        prompts = select_prompts(args.suites, args.split, args.limit)
+        prompts = select_prompts(args.suites, args.split, args.limit, args.offset)
         options = parse_settings(args.settings)
     except (ConfigError, ValueError) as exc:
         parser(prog).error(str(exc))
@@ -235,6 +241,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "eval.py") -> int:
         "strategies": ",".join(args.strategies),
         "prompts": len(prompts),
         "limit_per_suite": args.limit,
+        "offset_per_suite": args.offset,
         "max_new_tokens": args.max_new_tokens,
         "seed": args.seed,
         "refusal_window": args.refusal_window,

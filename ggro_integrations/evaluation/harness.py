@@ -69,14 +69,17 @@ def judge(prompt: EvalPrompt, text: str, *, refusal_window: int = DEFAULT_REFUSA
 
 
 def select_prompts(
-    suites: Sequence[str] = SUITES, split: str = "test", limit: int | None = None
+    suites: Sequence[str] = SUITES, split: str = "test", limit: int | None = None, offset: int = 0
 ) -> list[EvalPrompt]:
-    """The first ``limit`` prompts (all if None) of each suite's ``split``, interleaved round-robin."""
+    """``limit`` prompts (all if None) of each suite's ``split`` after its first ``offset``, interleaved
+    round-robin (``offset`` continues a run cut short, or splits one across processes)."""
     if not suites:
         raise ConfigError("suites is empty; name at least one of " + ", ".join(SUITES))
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"limit must be a positive number of prompts per suite (or None for all); got {limit!r}")
-    per_suite = [load_suite(name, split)[:limit] for name in suites]
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ConfigError(f"offset must be a number of prompts per suite to skip (>= 0); got {offset!r}")
+    per_suite = [load_suite(name, split)[offset : None if limit is None else offset + limit] for name in suites]
     return [p for group in zip_longest(*per_suite) for p in group if p is not None]
 
 
