@@ -17,9 +17,12 @@ candidate and the L2 penalty is chosen by prompt-grouped cross-validation inside
 ``train``. No test-split prompt is read.
 
 Candidates (all Bradley-Terry pairwise logistic heads, standardised features, L2 by CV,
-length-decorrelated): which features (SmolLM2's final hidden state at the scoring
-position, or several layers concatenated) and which pairs (on-policy only, or on-policy
-plus hand-written). The one with the best on-policy validation accuracy (then log-loss)
+length-decorrelated): which features and which pairs (on-policy only, or on-policy plus
+hand-written). Features: ``final``, SmolLM2's final hidden state at the scoring position
+(what the decoding-time path serves); ``multi``, several layers there concatenated;
+``mean``, the final hidden state averaged over the response's positions (pooled
+positions); ``minilm``, all-MiniLM-L6-v2 sentence embeddings (the RAG example's
+encoder, another tokenizer) of the response ``v`` and the prompt ``u``, as ``[v, u*v]``. The one with the best on-policy validation accuracy (then log-loss)
 is written, if it can be served by the decoding-time path (``--servable``). Everything
 runs on CPU in float64/float32 with fixed seeds and a fixed data order: reruns give the
 same head.
@@ -66,6 +69,7 @@ HANDWRITTEN_CATEGORIES = ("harmful", "benign_risky", "ordinary")
 CATEGORIES = ("harmful", "benign_risky", "factual", "ordinary")
 L2_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 MULTI_LAYERS = (15, 22)  # hidden_states indices concatenated with the final (normed) state in "multi"
+FEATURE_KINDS = ("final", "multi", "mean", "minilm")
 
 
 def _split(value: str) -> str:
@@ -139,7 +143,8 @@ def digest(paths: list[pathlib.Path]) -> str:
 @torch.no_grad()
 def extract(model: Any, tokenizer: Any, texts: dict[tuple[str, tuple[int, ...]], None], batch: int = 8
             ) -> dict[tuple[str, tuple[int, ...]], dict[str, torch.Tensor]]:
-    """Final hidden state (and MULTI_LAYERS) at the reward's pooling position, for every (prompt, response ids)."""
+    """Final hidden state (and MULTI_LAYERS) at the reward's pooling position, and the final state
+    averaged over the response positions, for every (prompt, response ids)."""
     backbone = model.model
     pad = tokenizer.pad_token_id
     by_prompt: dict[str, list[tuple[int, ...]]] = {}
@@ -160,10 +165,39 @@ def extract(model: Any, tokenizer: Any, texts: dict[tuple[str, tuple[int, ...]],
                 at = pool_index(row, pad)
                 final = res.last_hidden_state[j, at].float()
                 multi = torch.cat([final] + [res.hidden_states[k][j, at].float() for k in MULTI_LAYERS])
-                out[(prompt, r)] = {"final": final, "multi": multi}
+                # An empty response has no positions of its own: the pooling position stands in.
+                span = res.last_hidden_state[j, len(before):len(before) + len(r)] if r else final[None]
+                out[(prompt, r)] = {"final": final, "multi": multi, "mean": span.float().mean(0)}
         done += len(responses)
         if len(out) // 500 != (len(out) - len(responses)) // 500:
             print(f"  features: {len(out)}/{len(texts)} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    return out
+
+
+@torch.no_grad()
+def extract_minilm(tokenizer: Any, texts: dict[tuple[str, tuple[int, ...]], None], batch: int = 32
+                   ) -> dict[tuple[str, tuple[int, ...]], torch.Tensor]:
+    """``[v, u*v]`` for every (prompt, response ids): mean-pooled, normalised all-MiniLM-L6-v2 embeddings
+    of the response text ``v`` and of the prompt ``u`` (the sentence-transformers recipe)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from ggro_integrations.llama_index.embeddings import minilm_path
+
+    path = minilm_path()
+    mtok, encoder = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    strings = sorted({p for p, _ in texts} | {tokenizer.decode(list(r), skip_special_tokens=True) for _, r in texts})
+    emb: dict[str, torch.Tensor] = {}
+    for start in range(0, len(strings), batch):
+        chunk = strings[start:start + batch]
+        enc = mtok(chunk, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        hidden = encoder(**enc).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+        emb.update(zip(chunk, pooled.float()))
+    out = {}
+    for prompt, r in texts:
+        u, v = emb[prompt], emb[tokenizer.decode(list(r), skip_special_tokens=True)]
+        out[(prompt, r)] = torch.cat([v, u * v])
     return out
 
 
@@ -373,12 +407,16 @@ def main(argv: list[str] | None = None) -> int:
           f"to {op_counts['prompts']} prompts; {len(items)} items", file=sys.stderr)
 
     wanted = {(it["prompt"], it[f"{s}_ids"]): None for it in items for s in ("chosen", "rejected")}
-    key = {"layers": list(MULTI_LAYERS), "torch": str(torch.__version__), "pad": tokenizer.pad_token_id}
+    key = {"layers": list(MULTI_LAYERS), "kinds": list(FEATURE_KINDS), "torch": str(torch.__version__),
+           "pad": tokenizer.pad_token_id}
     cached = torch.load(args.features, weights_only=False) if args.features and args.features.exists() else None
     table = cached["table"] if cached is not None and cached.get("key") == key else {}
     missing = {k: None for k in wanted if k not in table}
     if missing:
-        table.update(extract(model, tokenizer, missing))
+        found = extract(model, tokenizer, missing)
+        for k, v in extract_minilm(tokenizer, missing).items():
+            found[k]["minilm"] = v
+        table.update(found)
         if args.features:
             torch.save({"key": key, "table": table}, args.features)
     for it in items:
@@ -397,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         print_table(rows)
         return 0
     heads: dict[str, torch.nn.Linear] = {}
-    for kind in ("final", "multi"):
+    for kind in FEATURE_KINDS:
         for data in ("onpolicy", "onpolicy+handwritten"):
             fit_items = [it for it in train if data != "onpolicy" or it["source"] == "onpolicy"]
             cv = cross_validate(fit_items, kind, args)

@@ -208,9 +208,11 @@ def cmd_topk(args: argparse.Namespace) -> None:
 
     Each of the ``--k`` most likely first tokens is continued greedily for ``--continue-tokens`` tokens
     (one batch) and judged by the refusal-phrase list: that is what one GGRO nudge at the first
-    trigger can reach if the rest of the segment is decoded greedily.
+    trigger can reach if the rest of the segment is decoded greedily. With ``--score`` each
+    continuation also gets the default reward (exact scoring, no gradient), and the record says
+    which one the head ranks first: what GGRO with K = ``--k`` would *choose* there.
     """
-    decoder = build_decoder("default", None)
+    decoder = build_decoder("default", "default" if args.score else None)
     model, tokenizer = decoder.model, decoder.tokenizer
     prompts = read_prompts(args.prompts, parse_limit(args.limit))
     out = open(args.out, "w", encoding="utf-8")
@@ -223,14 +225,20 @@ def cmd_topk(args: argparse.Namespace) -> None:
         conts = continue_batch(model, tokenizer, pid, [[t] for t in top.indices.tolist()],
                                max_new_tokens=args.continue_tokens, temperature=0, seed=0)
         cands = []
-        for rank, (t, lp, ids) in enumerate(zip(top.indices.tolist(), top.values.tolist(), conts)):
-            text = tokenizer.decode(ids, skip_special_tokens=True)
+        texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in conts]
+        rewards = decoder.reward_model.score_texts(p["prompt"], texts, tokenizer) if args.score else [None] * len(texts)
+        for rank, (t, lp, text, reward) in enumerate(zip(top.indices.tolist(), top.values.tolist(), texts, rewards)):
             cands.append({"rank": rank, "token": tokenizer.decode([t]), "prob": round(float(torch.tensor(lp).exp()), 4),
-                          "continuation": text, "refusal": looks_like_refusal(text)})
-        out.write(json.dumps({"id": p["id"], "category": p["category"], "split": p["split"], "prompt": p["prompt"],
-                              "entropy": round(entropy, 3), "candidates": cands}) + "\n")
+                          "continuation": text, "refusal": looks_like_refusal(text), "reward": reward})
+        record = {"id": p["id"], "category": p["category"], "split": p["split"], "prompt": p["prompt"],
+                  "entropy": round(entropy, 3), "candidates": cands}
+        if args.score:
+            record["reward_choice"] = max(range(len(cands)), key=lambda i: cands[i]["reward"])
+        out.write(json.dumps(record) + "\n")
         out.flush()
-        print(f"  {p['id']} H={entropy:.2f} refusal ranks {[c['rank'] for c in cands if c['refusal']]}", file=sys.stderr)
+        chosen = f" head ranks first: {record['reward_choice']}" if args.score else ""
+        print(f"  {p['id']} H={entropy:.2f} refusal ranks {[c['rank'] for c in cands if c['refusal']]}{chosen}",
+              file=sys.stderr)
     out.close()
 
 
@@ -253,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["ggro"].add_argument("--triggers", type=int, default=2, help="record candidates of the first N triggers")
     sub.choices["topk"].add_argument("--k", type=int, default=10)
     sub.choices["topk"].add_argument("--continue-tokens", type=int, default=12)
+    sub.choices["topk"].add_argument("--score", action="store_true", help="score every continuation with the default reward")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
