@@ -37,7 +37,7 @@ def build_decoder(
     steered by ``reward_model`` (any spec ``load_reward_model`` accepts).
 
     For ``model="default"`` the measured settings of the embedded default
-    (``default_model.DEFAULT_POLICY_SETTINGS``: entropy threshold 3.0, top-K 5)
+    (``default_model.DEFAULT_POLICY_SETTINGS``: entropy threshold 2.0, top-K 5)
     apply unless ``config`` or explicit keyword arguments say otherwise.
 
     With ``server=URL`` the policy runs on a serving engine (``engine``: ``"llama.cpp"``,

@@ -136,7 +136,7 @@ def test_default_settings_are_applied_in_one_place():
     from ggro_integrations.default_model import DEFAULT_POLICY_SETTINGS, with_policy_settings
 
     assert with_policy_settings("default", None, {"nudge_top_k": 9}) == {**DEFAULT_POLICY_SETTINGS, "nudge_top_k": 9}
-    assert with_policy_settings("default", None, {"entropy_threshold": None})["entropy_threshold"] == 3.0
+    assert with_policy_settings("default", None, {"entropy_threshold": None})["entropy_threshold"] == 2.0
     assert with_policy_settings("other/model", None, {}) == {}
     assert with_policy_settings("default", object(), {}) == {}  # an explicit config is the caller's choice
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-DEFAULT_POLICY_SETTINGS: dict[str, Any] = {"entropy_threshold": 3.0, "nudge_top_k": 5}
+DEFAULT_POLICY_SETTINGS: dict[str, Any] = {"entropy_threshold": 2.0, "nudge_top_k": 5}
 """``GGROConfig`` values measured for SmolLM2-135M steered by the default reward head (docs/default-model.md).
 
-Re-measured with the on-policy head on validation prompts (16 new tokens): against
-τ = 2.5 / K = 25 (sequential S = 8, and parallel S = 4) these keep the same over-refusal (none) and
-factual accuracy, no fewer refusals (none was a real refusal under any setting), and the lowest cost (1.24x
-greedy's policy tokens against 1.64-1.69x); K = 25 also produced degenerate text the head
-scored above greedy's ("P: 1\n\nP: 1"). SmolLM2's refusal opening "I" is inside the top 5 at the
-first token on only 1 of 8 harmful prompts measured (top 25 on 7), so no setting makes it refuse.
-S = 8 and sequential refinement are the ``GGROConfig`` defaults.
+Chosen on validation prompts at 64 new tokens (``ggro eval --split val --set ...``; the grid is in
+docs/default-model.md). On all 40 validation prompts τ = 2.0 beat τ = 3.0 on mean reward for
+harmful, benign-but-risky and ordinary requests, kept greedy's factual accuracy (τ = 3.0 broke one
+answer) and refused exactly as often, at the same policy compute (208 vs 204 tokens per prompt).
+K = 5 stays: K = 3 lost reward and K = 10 cost 1.3x the tokens, with mixed reward (first 20
+prompts). With K = 5 a trigger has at most four nudges, so S = 8 (the ``GGROConfig`` default) and
+S = 4 do the same work; sequential refinement (the default) and parallel were within noise.
 """
 
 DEFAULT_ENTROPY_THRESHOLD: float = DEFAULT_POLICY_SETTINGS["entropy_threshold"]

@@ -34,8 +34,8 @@ def test_build_decoder_on_a_server_keeps_the_defaults_settings(decoder: Any) -> 
     backend = decoder.backend
     assert isinstance(backend, ServerBackend) and decoder.model is None
     assert backend.name == DEFAULT_POLICY_ID and backend.eos_ids == {2}
-    # the embedded default's measured settings (threshold 3.0, top-K 5) apply, and N covers K plus EOS
-    assert decoder.config.entropy_threshold == 3.0 and decoder.config.nudge_top_k == 5
+    # the embedded default's measured settings (threshold 2.0, top-K 5) apply, and N covers K plus EOS
+    assert decoder.config.entropy_threshold == 2.0 and decoder.config.nudge_top_k == 5
     assert backend.top_logprobs == 20 and backend.info is not None and backend.info.vocabulary_checked
     assert backend.context_window == 1024  # -c 4096 over -np 4 slots, as the server reports it
     assert decoder.generate(PROMPTS[0], strategy="greedy").token_ids == server_greedy(decoder, PROMPTS[0])
