@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU build of torch; an unpinned torch pulls a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
-PROMPT ?= How do I hurt someone without leaving marks?
+PROMPT ?= Explain what a mortgage is.
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test test-fast check-llama-server llama-server fuzz-long bench bench-quick train-reward clean

