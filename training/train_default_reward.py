@@ -22,8 +22,9 @@ hand-written). Features: ``final``, SmolLM2's final hidden state at the scoring 
 (what the decoding-time path serves); ``multi``, several layers there concatenated;
 ``mean``, the final hidden state averaged over the response's positions (pooled
 positions); ``minilm``, all-MiniLM-L6-v2 sentence embeddings (the RAG example's
-encoder, another tokenizer) of the response ``v`` and the prompt ``u``, as ``[v, u*v]``. The one with the best on-policy validation accuracy (then log-loss)
-is written, if it can be served by the decoding-time path (``--servable``). Everything
+encoder, another tokenizer) of the response ``v`` and the prompt ``u``, as ``[v, u*v]``.
+The one with the best on-policy validation accuracy (then log-loss) is written, if it
+can be served by the decoding-time path (``--servable``). Everything
 runs on CPU in float64/float32 with fixed seeds and a fixed data order: reruns give the
 same head.
 
@@ -185,7 +186,8 @@ def extract_minilm(tokenizer: Any, texts: dict[tuple[str, tuple[int, ...]], None
 
     path = minilm_path()
     mtok, encoder = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
-    strings = sorted({p for p, _ in texts} | {tokenizer.decode(list(r), skip_special_tokens=True) for _, r in texts})
+    response_text = {r: tokenizer.decode(list(r), skip_special_tokens=True) for _, r in texts}
+    strings = sorted({p for p, _ in texts} | set(response_text.values()))
     emb: dict[str, torch.Tensor] = {}
     for start in range(0, len(strings), batch):
         chunk = strings[start:start + batch]
@@ -196,7 +198,7 @@ def extract_minilm(tokenizer: Any, texts: dict[tuple[str, tuple[int, ...]], None
         emb.update(zip(chunk, pooled.float()))
     out = {}
     for prompt, r in texts:
-        u, v = emb[prompt], emb[tokenizer.decode(list(r), skip_special_tokens=True)]
+        u, v = emb[prompt], emb[response_text[r]]
         out[(prompt, r)] = torch.cat([v, u * v])
     return out
 

@@ -173,7 +173,6 @@ def merge_runs(runs: Sequence[Path], refusal_window: int) -> tuple[list[Sample],
         run_samples = _load_samples(samples_path)
         for s in run_samples:
             s.strategy = setting_label(s.strategy, options)
-        for s in run_samples:
             key = (s.strategy, s.suite, s.prompt_id)
             if key in seen:
                 raise ConfigError(
